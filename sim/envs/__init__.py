@@ -1,0 +1,1 @@
+"""Task environments of the armvla suite, registered with gymnasium by versioned id."""

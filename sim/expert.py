@@ -1,0 +1,180 @@
+"""Scripted privileged-state expert for PickColorCube: approach -> descend -> grasp -> lift.
+
+Grasp poses are solved with inverse kinematics (mink) on a private copy of the arm model: the
+gripper points straight down and its jaws close across two faces of the named cube. Motion
+between poses is interpolated in joint space with a minimum-jerk profile; descents follow a
+vertical line through several IK waypoints so the fingers do not sweep into the cube.
+
+The servos sag under gravity (they are torque-limited position controllers, like the real
+STS3215), so commands carry a gravity feed-forward offset computed from the model: an expert
+on the real arm would learn the same correction.
+
+Each episode draws small variations (heights, speeds, pauses, grasp offsets, gripper opening)
+from the expert's own generator so that demos are not all identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mink
+import mujoco
+import numpy as np
+
+from sim import so101
+from sim.envs.pick_color_cube import PickColorCubeEnv
+
+PAN_AXIS_XY = np.array([0.0388353, 0.0])
+
+
+@dataclass
+class _Segment:
+    """Joint-space trajectory piece: waypoints [K, 6] radians traversed in ``ticks`` ticks."""
+
+    waypoints: np.ndarray
+    ticks: int
+    pause: int  # ticks to hold the final pose afterwards
+
+
+class PickCubeExpert:
+    """Solves PickColorCube-v1 from privileged state (cube poses) of an unwrapped env."""
+
+    def __init__(self, env, seed: int | None = None, variation: bool = True):
+        self.env: PickColorCubeEnv = env.unwrapped
+        self.rng = np.random.default_rng(seed)
+        self.variation = variation
+        self.arm_model = mujoco.MjModel.from_xml_path(str(so101.ARM_XML))
+        self.arm_data = mujoco.MjData(self.arm_model)
+        self._cfg = mink.Configuration(self.arm_model)
+        self._grasp_task = mink.FrameTask(
+            "grasp", "site", position_cost=1.0, orientation_cost=0.1, lm_damping=1e-3
+        )
+        self._posture = mink.PostureTask(self.arm_model, cost=1e-3)
+        self._limits = [mink.ConfigurationLimit(self.arm_model)]
+        self._kp = float(self.arm_model.actuator_gainprm[0, 0])
+        self.reset()
+
+    # ------------------------------------------------------------------ public
+    def reset(self) -> None:
+        """Call after ``env.reset``: draws this episode's variations and clears the plan."""
+        u = self._uniform
+        self.p = {
+            "pre_height": u(0.05, 0.08),
+            "lift_height": u(0.075, 0.095),
+            "open_pct": u(35.0, 55.0),
+            "speed": u(1.4, 2.0),  # rad/s of the fastest joint on free-space moves
+            "descend_speed": u(0.06, 0.09),  # m/s of the grasp point
+            "offset": np.array([u(-0.003, 0.003), u(-0.003, 0.003)]),
+            "grasp_dz": u(0.001, 0.005),
+            "close_ticks": int(round(u(9, 14))),
+            "settle_ticks": int(round(u(2, 6))),
+        }
+        self._phase = 0
+        self._queue: list[np.ndarray] = []
+        self._gripper_pct = self.p["open_pct"]
+        self._last_q: np.ndarray | None = None
+
+    def act(self, obs=None) -> np.ndarray:
+        """Next action [6] in lerobot units (degrees, gripper 0-100)."""
+        while not self._queue:
+            self._plan_next_phase()
+        q = self._queue.pop(0)
+        self._last_q = q
+        return self._command(q)
+
+    # ------------------------------------------------------------------ planning
+    def _uniform(self, lo: float, hi: float) -> float:
+        return float(self.rng.uniform(lo, hi)) if self.variation else 0.5 * (lo + hi)
+
+    def _plan_next_phase(self) -> None:
+        env, p = self.env, self.p
+        cube = env.cube_positions()[env.target]
+        target_xy = cube[:2] + p["offset"]
+        yaw = self._grasp_yaw(cube, env.cube_yaws()[env.target])
+        q_now = self._last_q if self._last_q is not None else env.arm_qpos()
+        grasp_z = cube[2] + p["grasp_dz"]
+
+        if self._phase == 0:  # move above the cube with the jaws open
+            self._gripper_pct = p["open_pct"]
+            q_pre = self._ik(np.r_[target_xy, grasp_z + p["pre_height"]], yaw, q_now)
+            self._queue_segment(q_now, [q_pre], speed=p["speed"], pause=p["settle_ticks"])
+        elif self._phase == 1:  # straight down to the grasp height
+            heights = np.linspace(grasp_z + p["pre_height"], grasp_z, 5)[1:]
+            path, q = [], q_now
+            for z in heights:
+                q = self._ik(np.r_[target_xy, z], yaw, q)
+                path.append(q)
+            ticks = self._ticks_for_distance(p["pre_height"], p["descend_speed"])
+            self._queue_segment(q_now, path, ticks=ticks, pause=p["settle_ticks"])
+        elif self._phase == 2:  # close the jaws
+            self._gripper_pct = 0.0
+            self._queue.extend([q_now] * p["close_ticks"])
+        elif self._phase == 3:  # lift straight up
+            lift_z = grasp_z + p["lift_height"]
+            path, q = [], q_now
+            for z in np.linspace(grasp_z, lift_z, 5)[1:]:
+                q = self._ik(np.r_[target_xy, z], yaw, q)
+                path.append(q)
+            ticks = self._ticks_for_distance(p["lift_height"], p["descend_speed"])
+            self._queue_segment(q_now, path, ticks=ticks, pause=0)
+        else:  # hold the cube up until the episode ends
+            self._queue.extend([q_now] * 30)
+        self._phase += 1
+
+    def _grasp_yaw(self, cube: np.ndarray, cube_yaw: float) -> float:
+        """Jaw yaw aligned with a cube face, chosen so the wrist rolls as little as possible."""
+        natural = np.arctan2(cube[1] - PAN_AXIS_XY[1], cube[0] - PAN_AXIS_XY[0]) + np.pi / 2
+        k = np.round((natural - cube_yaw) / (np.pi / 2))
+        return float(cube_yaw + k * np.pi / 2)
+
+    def _ik(self, pos: np.ndarray, yaw: float, q_init: np.ndarray) -> np.ndarray:
+        """Joint radians [6] putting the grasp site at ``pos``, jaws down, rotated by ``yaw``."""
+        c, s = np.cos(yaw), np.sin(yaw)
+        rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        target = mink.SE3.from_rotation_and_translation(mink.SO3.from_matrix(rot), pos)
+        q0 = np.array(q_init, dtype=np.float64).copy()
+        q0[5] = so101.to_radians(np.r_[np.zeros(5), self._gripper_pct])[5]
+        self._cfg.update(q0)
+        self._grasp_task.set_target(target)
+        self._posture.set_target(q0)
+        tasks = [self._grasp_task, self._posture]
+        for _ in range(200):
+            vel = mink.solve_ik(self._cfg, tasks, 0.05, "daqp", damping=1e-3, limits=self._limits)
+            self._cfg.integrate_inplace(vel, 0.05)
+            err = self._grasp_task.compute_error(self._cfg)
+            if np.linalg.norm(err[:3]) < 5e-4 and np.linalg.norm(vel) < 1e-3:
+                break
+        return self._cfg.q.copy()
+
+    def _ticks_for_distance(self, dist: float, speed: float) -> int:
+        return max(3, int(np.ceil(dist / speed / self.env.control_dt)))
+
+    def _queue_segment(self, q_start, path, speed=None, ticks=None, pause=0) -> None:
+        waypoints = np.vstack([q_start, *path])
+        if ticks is None:
+            longest = np.max(np.abs(np.diff(waypoints[:, :5], axis=0)).sum(axis=0))
+            ticks = max(5, int(np.ceil(longest / speed / self.env.control_dt)))
+        # Minimum-jerk timing along the piecewise-linear joint path.
+        seg_len = np.linalg.norm(np.diff(waypoints, axis=0), axis=1)
+        cum = np.r_[0.0, np.cumsum(seg_len)]
+        total = cum[-1] if cum[-1] > 0 else 1.0
+        for i in range(1, ticks + 1):
+            t = i / ticks
+            arc = (10 * t**3 - 15 * t**4 + 6 * t**5) * total
+            j = min(np.searchsorted(cum, arc, side="right") - 1, len(seg_len) - 1)
+            frac = 0.0 if seg_len[j] == 0 else (arc - cum[j]) / seg_len[j]
+            self._queue.append(waypoints[j] + frac * (waypoints[j + 1] - waypoints[j]))
+        self._queue.extend([waypoints[-1]] * pause)
+
+    def _command(self, q: np.ndarray) -> np.ndarray:
+        """Joint target [6] in lerobot units, offset to cancel the servos' gravity sag."""
+        q = np.array(q, dtype=np.float64)
+        q[5] = so101.to_radians(np.r_[np.zeros(5), self._gripper_pct])[5]
+        self.arm_data.qpos[:] = q
+        self.arm_data.qvel[:] = 0.0
+        mujoco.mj_forward(self.arm_model, self.arm_data)
+        sag = self.arm_data.qfrc_bias / self._kp
+        cmd = q.copy()
+        cmd[:5] += sag[:5]
+        out = so101.from_radians(cmd)
+        return np.clip(out, so101.ACTION_LOW, so101.ACTION_HIGH)

@@ -1,0 +1,60 @@
+"""The SO-101 twin's boundary: lerobot's joint convention <-> MuJoCo joint radians.
+
+lerobot drives the SO-101 follower with ``use_degrees=True``: the five arm joints in degrees,
+zero at the middle of the calibrated range (the pose of the official "new calibration"
+description, which is the MJCF's zero), and the gripper as 0-100 % of its calibrated travel
+(0 = closed, 100 = open). The twin speaks radians internally; only this module converts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data.keys import SO101_JOINTS
+
+ASSETS = Path(__file__).parent / "assets"
+ARM_XML = ASSETS / "so101.xml"
+
+# Gripper joint travel in radians (official limits): 0 % maps to the closed end, 100 % to open.
+GRIPPER_CLOSED_RAD = -0.174533
+GRIPPER_OPEN_RAD = 1.7453292
+
+# Official joint limits (radians), in SO101_JOINTS order.
+JOINT_LIMITS_RAD = np.array(
+    [
+        [-1.91986, 1.91986],
+        [-1.7453293, 1.7453293],
+        [-1.69, 1.69],
+        [-1.658063, 1.658063],
+        [-2.7438473, 2.7438473],
+        [GRIPPER_CLOSED_RAD, GRIPPER_OPEN_RAD],
+    ]
+)
+N_JOINTS = len(SO101_JOINTS)
+
+
+def to_radians(lerobot_pos: np.ndarray) -> np.ndarray:
+    """lerobot positions [..., 6] (degrees, gripper %) -> joint radians [..., 6]."""
+    pos = np.asarray(lerobot_pos, dtype=np.float64)
+    if pos.shape[-1] != N_JOINTS:
+        raise ValueError(
+            f"SO-101 positions need {N_JOINTS} values {SO101_JOINTS}, got shape {pos.shape}"
+        )
+    out = np.deg2rad(pos)
+    out[..., 5] = GRIPPER_CLOSED_RAD + pos[..., 5] / 100.0 * (GRIPPER_OPEN_RAD - GRIPPER_CLOSED_RAD)
+    return out
+
+
+def from_radians(qpos: np.ndarray) -> np.ndarray:
+    """Joint radians [..., 6] -> lerobot positions [..., 6] (degrees, gripper %)."""
+    q = np.asarray(qpos, dtype=np.float64)
+    out = np.rad2deg(q)
+    out[..., 5] = (q[..., 5] - GRIPPER_CLOSED_RAD) / (GRIPPER_OPEN_RAD - GRIPPER_CLOSED_RAD) * 100.0
+    return out
+
+
+# The same limits in lerobot units: what an action may ask for.
+ACTION_LOW = from_radians(JOINT_LIMITS_RAD[:, 0])
+ACTION_HIGH = from_radians(JOINT_LIMITS_RAD[:, 1])
