@@ -6,6 +6,7 @@ Datasets are written and read only through lerobot's own classes so that lerobot
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -47,9 +48,12 @@ def prepare_output(root: Path, overwrite: bool, resume: bool) -> bool:
     if overwrite and resume:
         raise ValueError("--overwrite and --resume exclude each other; pick one")
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"--out {root} is a file; give a folder for the dataset")
     exists = root.exists() and any(root.iterdir())
+    is_dataset = (root / "meta" / "info.json").is_file()
     if exists and resume:
-        if not (root / "meta" / "info.json").is_file():
+        if not is_dataset:
             raise FileNotFoundError(
                 f"--resume needs a LeRobotDataset at {root}, but {root / 'meta/info.json'} is missing"
             )
@@ -60,14 +64,48 @@ def prepare_output(root: Path, overwrite: bool, resume: bool) -> bool:
             f"--resume=true to append episodes"
         )
     if exists and overwrite:
+        if not is_dataset:
+            # --overwrite deletes; never delete a folder that is not one of our datasets.
+            raise FileExistsError(
+                f"{root} is not empty and is not a LeRobotDataset; refusing to delete it with "
+                f"--overwrite. Remove it yourself or choose another --out"
+            )
         shutil.rmtree(root)
-    parent = root.parent
-    parent_existing = parent
-    while not parent_existing.exists():
-        parent_existing = parent_existing.parent
+    # Find the deepest existing ancestor: it must be a writable folder.
+    ancestor = root.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(
+            f"cannot write the dataset to {root}: {ancestor} is a file, not a folder; "
+            f"choose another --out"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write the dataset to {root}: {ancestor} is not writable")
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        probe = root.parent / f".armvla-write-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write the dataset to {root}: {err.strerror or err}; choose another --out"
+        ) from err
+    return False
+
+
+def quiet_encoders() -> None:
+    """Silences per-episode chatter of the video encoder, libav and HF datasets.
+
+    SVT-AV1 prints a ~20-line banner for every video it encodes and HF datasets draws a "Map"
+    bar per episode; on a terminal they bury the one progress bar that matters.
+    """
     import os
 
-    if not os.access(parent_existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write the dataset to {root}: {parent_existing} is not writable")
-    parent.mkdir(parents=True, exist_ok=True)
-    return False
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
+    import av
+    import datasets
+
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_libav_level(av.logging.ERROR)  # libav's own default logger (mp4 muxer notes)
+    datasets.disable_progress_bars()

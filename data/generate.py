@@ -1,0 +1,280 @@
+"""``armvla generate``: scripted expert demos written as a LeRobotDataset v3.
+
+Episodes run in worker processes (one env each, all cores by default); the main process writes
+the successful ones through lerobot's own ``LeRobotDataset.create/add_frame/save_episode``
+with video cameras, the instruction as ``task`` and the source tagged ``sim``. Episode ``i``
+uses env seed ``seed + i``, so a run is reproducible and its seeds are recorded next to the
+dataset (``meta/armvla_generate.json``) for evaluation to hold out. Ctrl-C or SIGTERM stops
+after the episode in flight and finalizes the dataset: every finished episode stays intact.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.dataset import ROBOT_TYPE, SOURCE, prepare_output, quiet_encoders, so101_features
+from data.keys import ACTION, OBS_STATE, SOURCE_SIM, TASK, image_key
+from sim.registry import resolve_task
+
+GENERATE_META = "armvla_generate.json"
+
+
+@dataclass
+class TaskConfig:
+    # Registered task id (see `armvla generate --help`); e.g. PickColorCube-v1.
+    name: str = "PickColorCube-v1"
+    # Square camera image size in pixels (height = width).
+    image_size: int = 96
+    # Cameras to record, as named in the scene.
+    cameras: list[str] = field(default_factory=lambda: ["front", "wrist"])
+
+    def __post_init__(self):
+        resolve_task(self.name)
+        if self.image_size < 16:
+            raise ValueError(f"--task.image_size must be >= 16, got {self.image_size}")
+        if not self.cameras:
+            raise ValueError("--task.cameras needs at least one camera")
+
+
+@dataclass
+class GenerateConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    # Number of expert episodes to run; the successful ones are written.
+    episodes: int = 100
+    # Output folder of the LeRobotDataset.
+    out: Path = Path("outputs/datasets/pick_color_cube")
+    # Dataset repo id stored in its metadata (default: armvla/<out folder name>).
+    repo_id: str | None = None
+    # Env seed of the first episode; episode i uses seed + i.
+    seed: int = 0
+    # Worker processes running episodes (0 = one per CPU core).
+    workers: int = 0
+    # Replace an existing dataset at --out.
+    overwrite: bool = False
+    # Append to an existing dataset at --out, continuing after its last seed.
+    resume: bool = False
+    # Randomize the expert (heights, speeds, grasp offsets) so demos are not identical.
+    expert_variation: bool = True
+
+    def __post_init__(self):
+        if self.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        self.out = Path(self.out)
+
+
+# ---------------------------------------------------------------------------- workers
+_worker_env = None
+_worker_expert_cls = None
+
+
+def _init_worker(task_name: str, image_size: int, cameras: tuple[str, ...]) -> None:
+    # The main process owns Ctrl-C: it stops the pool and finalizes the dataset.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import importlib
+
+    from sim.registry import make_env
+
+    global _worker_env, _worker_expert_cls
+    spec = resolve_task(task_name)
+    _worker_env = make_env(task_name, image_size=image_size, cameras=cameras)
+    module, cls = spec.expert.split(":")
+    _worker_expert_cls = getattr(importlib.import_module(module), cls)
+
+
+def run_expert_episode(seed: int, variation: bool = True) -> dict:
+    """Runs one expert episode in this worker's env; returns its frames stacked per key."""
+    env = _worker_env
+    obs, _ = env.reset(seed=seed)
+    expert = _worker_expert_cls(env, seed=seed, variation=variation)
+    frames: dict[str, list] = {}
+    info = {"success": False}
+    while True:
+        action = expert.act(obs).astype(np.float32)
+        for key, value in obs.items():
+            if key != TASK:
+                frames.setdefault(key, []).append(value)
+        frames.setdefault(ACTION, []).append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    return {
+        "seed": seed,
+        "success": bool(info["success"]),
+        "task": obs[TASK],
+        "frames": {k: np.stack(v) for k, v in frames.items()},
+    }
+
+
+# ---------------------------------------------------------------------------- main
+def _load_meta(root: Path) -> dict:
+    path = root / "meta" / GENERATE_META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_meta(root: Path, meta: dict) -> None:
+    path = root / "meta" / GENERATE_META
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(path)
+
+
+def _open_dataset(cfg: GenerateConfig, repo_id: str, resume: bool):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    size, cams = cfg.task.image_size, tuple(cfg.task.cameras)
+    features = so101_features(cams, size, size)
+    fps = 30
+    if resume:
+        ds = LeRobotDataset.resume(repo_id, root=cfg.out, streaming_encoding=True)
+        for key, feat in features.items():
+            have = ds.meta.features.get(key)
+            if have is None or tuple(have["shape"]) != tuple(feat["shape"]):
+                raise ValueError(
+                    f"cannot resume {cfg.out}: its feature {key!r} is {have} but this run "
+                    f"would write {feat}; use the same --task options or a new --out"
+                )
+        return ds
+    return LeRobotDataset.create(
+        repo_id,
+        fps=fps,
+        features=features,
+        root=cfg.out,
+        robot_type=ROBOT_TYPE,
+        use_videos=True,
+        streaming_encoding=True,
+        metadata_buffer_size=1,
+    )
+
+
+def generate(cfg: GenerateConfig) -> dict:
+    """Runs the expert for ``cfg.episodes`` episodes and writes the successful ones.
+
+    Returns a summary: attempts, successes, success rate, wall time, dataset path.
+    """
+    from tqdm import tqdm
+
+    resume = prepare_output(cfg.out, cfg.overwrite, cfg.resume)
+    repo_id = cfg.repo_id or f"armvla/{cfg.out.name}"
+    meta = _load_meta(cfg.out) if resume else {}
+    first_seed = meta.get("next_seed", cfg.seed) if resume else cfg.seed
+    seeds = list(range(first_seed, first_seed + cfg.episodes))
+    workers = cfg.workers or os.cpu_count() or 1
+    workers = min(workers, cfg.episodes)
+
+    quiet_encoders()
+    t0 = time.perf_counter()
+    ds = _open_dataset(cfg, repo_id, resume)
+    meta.setdefault("task", cfg.task.name)
+    meta.setdefault("episode_seeds", [])
+    meta.setdefault("failed_seeds", [])
+    attempts = successes = 0
+    interrupted = False
+
+    def _sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    ctx = mp.get_context("spawn")
+    pool = ctx.Pool(
+        workers,
+        initializer=_init_worker,
+        initargs=(cfg.task.name, cfg.task.image_size, tuple(cfg.task.cameras)),
+    )
+    bar = tqdm(total=cfg.episodes, desc=f"generate {cfg.task.name}", unit="ep")
+    try:
+        results = pool.imap(
+            _run_with_variation if cfg.expert_variation else _run_without_variation, seeds
+        )
+        for result in results:
+            attempts += 1
+            if result["success"]:
+                _write_episode(ds, result)
+                successes += 1
+                meta["episode_seeds"].append(result["seed"])
+            else:
+                meta["failed_seeds"].append(result["seed"])
+            meta["next_seed"] = result["seed"] + 1
+            _write_meta(cfg.out, meta)
+            bar.set_postfix(success=f"{successes}/{attempts}", refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+        pool.terminate()
+    finally:
+        bar.close()
+        pool.close()
+        pool.join()
+        # An episode cut off mid-write is discarded; every saved one is kept.
+        if ds.has_pending_frames():
+            ds.clear_episode_buffer()
+        ds.finalize()
+        signal.signal(signal.SIGTERM, previous)
+
+    wall = time.perf_counter() - t0
+    rate = successes / attempts if attempts else 0.0
+    summary = {
+        "task": cfg.task.name,
+        "attempts": attempts,
+        "successes": successes,
+        "success_rate": rate,
+        "wall_time_s": round(wall, 1),
+        "workers": workers,
+        "dataset": str(cfg.out),
+        "repo_id": repo_id,
+        "total_episodes": ds.meta.total_episodes,
+        "interrupted": interrupted,
+    }
+    meta["last_run"] = {**summary, "config": _jsonable(asdict(cfg))}
+    _write_meta(cfg.out, meta)
+    state = "interrupted after" if interrupted else "ran"
+    print(
+        f"{state} {attempts} expert episodes of {cfg.task.name}: {successes} succeeded "
+        f"({100 * rate:.1f}%), wall time {wall:.1f} s on {workers} worker(s)\n"
+        f"dataset: {cfg.out} ({ds.meta.total_episodes} episodes, {ds.meta.total_frames} frames)"
+    )
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def _run_with_variation(seed: int) -> dict:
+    return run_expert_episode(seed, variation=True)
+
+
+def _run_without_variation(seed: int) -> dict:
+    return run_expert_episode(seed, variation=False)
+
+
+def _write_episode(ds, result: dict) -> None:
+    frames = result["frames"]
+    n = len(frames[ACTION])
+    image_keys = [k for k in frames if k.startswith(image_key(""))]
+    for i in range(n):
+        frame = {OBS_STATE: frames[OBS_STATE][i], ACTION: frames[ACTION][i]}
+        for key in image_keys:
+            frame[key] = frames[key][i]
+        frame[TASK] = result["task"]
+        frame[SOURCE] = SOURCE_SIM
+        ds.add_frame(frame)
+    ds.save_episode()
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

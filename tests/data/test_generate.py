@@ -1,0 +1,160 @@
+"""armvla generate: dataset round trip through lerobot, resume, interruption and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+from data.dataset import SOURCE
+from data.generate import GENERATE_META, GenerateConfig, TaskConfig, generate
+from data.keys import ACTION, OBS_STATE, SO101_MOTOR_FEATURES, TASK
+from policy.cli import main as cli_main
+
+COLORS = ("red", "green", "blue")
+
+
+def _generate(out: Path, episodes: int, **kw) -> dict:
+    cfg = GenerateConfig(task=TaskConfig(image_size=48), episodes=episodes, out=out, workers=2, **kw)
+    return generate(cfg)
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("gen") / "pick"
+    return out, _generate(out, episodes=3)
+
+
+def test_round_trip_through_lerobot(small_dataset):
+    out, summary = small_dataset
+    assert summary["attempts"] == 3
+    assert summary["successes"] == summary["total_episodes"] >= 2
+    ds = LeRobotDataset(summary["repo_id"], root=out)
+    assert ds.num_episodes == summary["successes"]
+    assert ds.fps == 30
+    assert ds.meta.robot_type == "so101_follower"
+    for key in (OBS_STATE, ACTION, "observation.images.front", "observation.images.wrist"):
+        assert key in ds.meta.features
+    assert ds.meta.features[ACTION]["names"] == list(SO101_MOTOR_FEATURES)
+    assert ds.meta.video_keys == ["observation.images.front", "observation.images.wrist"]
+
+    first = ds[0]
+    assert first["observation.images.front"].shape == (3, 48, 48)  # lerobot returns CHW floats
+    assert first[OBS_STATE].shape == (6,)
+    assert first[SOURCE] == "sim"
+    # Every episode's task names one of the cube colors, and frames agree with the meta.
+    tasks = list(ds.meta.tasks.index)
+    assert tasks and all(t.startswith("pick up the ") and t.split()[3] in COLORS for t in tasks)
+    last = ds[len(ds) - 1]
+    assert last[TASK] in tasks
+    assert int(last["episode_index"]) == ds.num_episodes - 1
+    assert len(ds) == ds.meta.total_frames
+
+    meta = json.loads((out / "meta" / GENERATE_META).read_text())
+    assert len(meta["episode_seeds"]) == summary["successes"]
+    assert meta["next_seed"] == 3
+
+
+def test_actions_follow_the_state(small_dataset):
+    """The recorded action leads the recorded state: the arm tracks what was commanded."""
+    out, summary = small_dataset
+    ds = LeRobotDataset(summary["repo_id"], root=out)
+    ep = ds.meta.episodes[0]
+    start, end = ep["dataset_from_index"], ep["dataset_to_index"]
+    states = np.stack([ds.hf_dataset[i][OBS_STATE].numpy() for i in range(start, end)])
+    actions = np.stack([ds.hf_dataset[i][ACTION].numpy() for i in range(start, end)])
+    assert np.isfinite(states).all() and np.isfinite(actions).all()
+    err = np.abs(actions[:-5, :5] - states[5:, :5]).mean()
+    assert err < 5.0, f"arm does not follow the expert's commands (mean error {err:.1f} deg)"
+
+
+def test_resume_appends_after_last_seed(tmp_path):
+    out = tmp_path / "ds"
+    _generate(out, episodes=2)
+    with pytest.raises(FileExistsError, match="--overwrite=true .* --resume=true"):
+        _generate(out, episodes=1)
+    summary = _generate(out, episodes=2, resume=True)
+    meta = json.loads((out / "meta" / GENERATE_META).read_text())
+    assert meta["next_seed"] == 4
+    assert sorted(meta["episode_seeds"] + meta["failed_seeds"]) == [0, 1, 2, 3]
+    ds = LeRobotDataset(summary["repo_id"], root=out)
+    assert ds.num_episodes == len(meta["episode_seeds"])
+    assert len(ds) == ds.meta.total_frames
+
+
+def test_overwrite_refuses_foreign_folder(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a LeRobotDataset"):
+        GenerateConfig(out=out, overwrite=True) and _generate(out, 1, overwrite=True)
+    assert (out / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task.name=StackCubes-v9"], "unknown task 'StackCubes-v9'"),
+        (["--episodes=0"], "--episodes must be >= 1"),
+        (["--overwrite=true", "--resume=true"], "exclude each other"),
+    ],
+)
+def test_cli_bad_input(tmp_path, capsys, args, message):
+    code = cli_main(["generate", f"--out={tmp_path / 'x'}", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli_main(["generate", f"--out={blocker / 'ds'}", "--episodes=1"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    # /proc refuses new folders even to root, so this holds whoever runs the tests.
+    assert cli_main(["generate", "--out=/proc/armvla-test/ds", "--episodes=1"]) == 2
+    assert "cannot write the dataset" in capsys.readouterr().err
+
+
+def test_cli_help_lists_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["generate", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--task.name", "--episodes", "--out", "--overwrite", "--resume", "--workers"):
+        assert option in text
+    assert cli_main(["--help"]) == 0
+    assert "generate" in capsys.readouterr().out
+
+
+def test_interrupt_keeps_finished_episodes(tmp_path):
+    """Ctrl-C mid-run: the dataset is finalized and every saved episode loads."""
+    out = tmp_path / "ds"
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "policy.cli", "generate", f"--out={out}", "--episodes=200",
+         "--task.image_size=48", "--workers=1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    meta_path = out / "meta" / GENERATE_META
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if meta_path.is_file() and len(json.loads(meta_path.read_text())["episode_seeds"]) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "interrupted after" in output
+    meta = json.loads(meta_path.read_text())
+    ds = LeRobotDataset("armvla/ds", root=out)
+    assert ds.num_episodes == len(meta["episode_seeds"]) >= 2
+    assert len(ds) == ds.meta.total_frames
+    ds[len(ds) - 1]  # the last episode's video decodes
