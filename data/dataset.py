@@ -18,7 +18,9 @@ SOURCE = "source"
 ROBOT_TYPE = "so101_follower"
 
 
-def so101_features(cameras: tuple[str, ...], height: int, width: int, use_videos: bool = True) -> dict:
+def so101_features(
+    cameras: tuple[str, ...], height: int, width: int, use_videos: bool = True
+) -> dict:
     """lerobot feature spec for SO-101 episodes with the given cameras."""
     motors = list(SO101_MOTOR_FEATURES)
     feats = {

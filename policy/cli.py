@@ -26,15 +26,21 @@ class Subcommand:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "generate": Subcommand(
-        "data.generate", "generate", "GenerateConfig",
+        "data.generate",
+        "generate",
+        "GenerateConfig",
         "run the scripted expert and write successful episodes as a LeRobotDataset v3",
     ),
     "replay": Subcommand(
-        "data.replay", "replay", "ReplayConfig",
+        "data.replay",
+        "replay",
+        "ReplayConfig",
         "send an episode of a dataset to Rerun (viewer, or an .rrd file with --save)",
     ),
     "demo": Subcommand(
-        "policy.demo", "demo", "DemoConfig",
+        "policy.demo",
+        "demo",
+        "DemoConfig",
         "the main job end to end on the built-in default task",
     ),
 }

@@ -28,7 +28,9 @@ class CameraRig:
     ):
         for cam in cameras:
             if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cam) < 0:
-                raise ValueError(f"camera {cam!r} is not in the scene; choose from {camera_names(model)}")
+                raise ValueError(
+                    f"camera {cam!r} is not in the scene; choose from {camera_names(model)}"
+                )
         if fast:
             model.vis.quality.shadowsize = 0
             model.vis.quality.offsamples = 0

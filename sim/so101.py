@@ -28,7 +28,7 @@ JOINT_LIMITS_RAD = np.array(
         [-1.7453293, 1.7453293],
         [-1.69, 1.69],
         [-1.658063, 1.658063],
-        [-2.7438473, 2.7438473],
+        [-2.74385, 2.84121],  # asymmetric in the official URDF (zero is off-centre)
         [GRIPPER_CLOSED_RAD, GRIPPER_OPEN_RAD],
     ]
 )
@@ -38,7 +38,7 @@ N_JOINTS = len(SO101_JOINTS)
 def to_radians(lerobot_pos: np.ndarray) -> np.ndarray:
     """lerobot positions [..., 6] (degrees, gripper %) -> joint radians [..., 6]."""
     pos = np.asarray(lerobot_pos, dtype=np.float64)
-    if pos.shape[-1] != N_JOINTS:
+    if pos.shape[-1:] != (N_JOINTS,):  # also rejects scalars instead of an IndexError
         raise ValueError(
             f"SO-101 positions need {N_JOINTS} values {SO101_JOINTS}, got shape {pos.shape}"
         )
@@ -50,6 +50,10 @@ def to_radians(lerobot_pos: np.ndarray) -> np.ndarray:
 def from_radians(qpos: np.ndarray) -> np.ndarray:
     """Joint radians [..., 6] -> lerobot positions [..., 6] (degrees, gripper %)."""
     q = np.asarray(qpos, dtype=np.float64)
+    if q.shape[-1:] != (N_JOINTS,):
+        raise ValueError(
+            f"SO-101 joint radians need {N_JOINTS} values {SO101_JOINTS}, got shape {q.shape}"
+        )
     out = np.rad2deg(q)
     out[..., 5] = (q[..., 5] - GRIPPER_CLOSED_RAD) / (GRIPPER_OPEN_RAD - GRIPPER_CLOSED_RAD) * 100.0
     return out

@@ -230,7 +230,9 @@ class PickColorCubeEnv(gym.Env):
             "wrong_cube": 0.0 if others_down else -1.0,
             "success": float(success),
         }
-        reward = 0.25 * terms["reach"] + 0.5 * terms["lift"] + terms["wrong_cube"] + terms["success"]
+        reward = (
+            0.25 * terms["reach"] + 0.5 * terms["lift"] + terms["wrong_cube"] + terms["success"]
+        )
         return float(reward), terms
 
     def _info(self, success: bool) -> dict:

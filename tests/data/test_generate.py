@@ -23,7 +23,9 @@ COLORS = ("red", "green", "blue")
 
 
 def _generate(out: Path, episodes: int, **kw) -> dict:
-    cfg = GenerateConfig(task=TaskConfig(image_size=48), episodes=episodes, out=out, workers=2, **kw)
+    cfg = GenerateConfig(
+        task=TaskConfig(image_size=48), episodes=episodes, out=out, workers=2, **kw
+    )
     return generate(cfg)
 
 
@@ -139,9 +141,20 @@ def test_interrupt_keeps_finished_episodes(tmp_path):
     out = tmp_path / "ds"
     env = {**os.environ, "MUJOCO_GL": "egl"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "policy.cli", "generate", f"--out={out}", "--episodes=200",
-         "--task.image_size=48", "--workers=1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "policy.cli",
+            "generate",
+            f"--out={out}",
+            "--episodes=200",
+            "--task.image_size=48",
+            "--workers=1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     meta_path = out / "meta" / GENERATE_META
     deadline = time.time() + 120
