@@ -37,6 +37,8 @@ class CameraRig:
         else:
             model.vis.quality.shadowsize = 4096
             model.vis.quality.offsamples = 4
+            # MuJoCo's default light casts shadows; the scenes switch that off, so restore it.
+            model.light_castshadow[:] = True
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)
         self.cameras = cameras
