@@ -37,6 +37,18 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "ReplayConfig",
         "send an episode of a dataset to Rerun (viewer, or an .rrd file with --save)",
     ),
+    "train": Subcommand(
+        "policy.train",
+        "train",
+        "TrainConfig",
+        "train a policy on LeRobotDataset(s); checkpoints, tensorboard, --resume",
+    ),
+    "eval": Subcommand(
+        "policy.eval",
+        "evaluate",
+        "EvalConfig",
+        "closed-loop success of a policy in sim: JSON report and Rerun recordings",
+    ),
     "demo": Subcommand(
         "policy.demo",
         "demo",

