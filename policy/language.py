@@ -50,11 +50,14 @@ class InstructionEncoder(nn.Module):
         hf_logging.set_verbosity_error()
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path)
-            self._model = AutoModel.from_pretrained(path).eval()
+            model = AutoModel.from_pretrained(path).eval()
         finally:
             hf_logging.set_verbosity(verbosity)
-        for p in self._model.parameters():
+        for p in model.parameters():
             p.requires_grad_(False)
+        # Kept outside the module tree on purpose: the frozen encoder is not part of the policy's
+        # weights (checkpoints stay small) and never moves with .to() (it runs once per string).
+        self.__dict__["_model"] = model
 
     @torch.no_grad()
     def encode_new(self, texts: list[str]) -> None:

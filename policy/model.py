@@ -143,7 +143,7 @@ class ArmVLAPolicy(nn.Module):
         tasks = [tasks] * state.shape[0] if isinstance(tasks, str) else list(tasks)
         if len(tasks) != state.shape[0]:
             raise ValueError(f"batch has {state.shape[0]} states but {len(tasks)} instructions")
-        lang = self.lang_proj(self.language(tasks, device))
+        lang = self.lang_proj(self.normalizer.normalize_instruction(self.language(tasks, device)))
         tokens = [
             lang + self.token_type[0],
             self.state_proj(self.normalizer.normalize(OBS_STATE, state, src)) + self.token_type[1],

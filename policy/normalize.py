@@ -18,6 +18,22 @@ from data.keys import ACTION, OBS_STATE
 
 NORMALIZED_KEYS = (OBS_STATE, ACTION)
 MIN_STD = 1e-2  # a joint that never moved in the data must not blow up its normalized value
+# Top-level stats entry (not a data source): per-dimension mean/std of the sentence embeddings
+# of the training instructions. Sentence encoders place similar commands close together
+# ("pick up the red cube" vs "... green cube" have cosine 0.83), so standardizing over the
+# training instructions brings out exactly the words that differ.
+INSTRUCTION = "instruction"
+INSTRUCTION_VAR_EPS = 1e-4
+
+
+def instruction_stats(embeddings: np.ndarray) -> dict:
+    """[K, E] embeddings of the K distinct training instructions -> {"mean", "std", "count"}."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    return {
+        "mean": emb.mean(0).tolist(),
+        "std": np.sqrt(emb.var(0) + INSTRUCTION_VAR_EPS).tolist(),
+        "count": int(emb.shape[0]),
+    }
 
 
 def compute_stats(arrays: dict[str, dict[str, np.ndarray]]) -> dict:
@@ -44,7 +60,12 @@ class Normalizer(torch.nn.Module):
         super().__init__()
         validate_stats(stats)
         self.stats = stats
-        self.sources = sorted(stats)
+        self.sources = sorted(k for k in stats if k != INSTRUCTION)
+        instr = stats.get(INSTRUCTION)
+        self.has_instruction_stats = instr is not None
+        if instr is not None:
+            self.register_buffer("instr_mean", torch.tensor(instr["mean"]), persistent=False)
+            self.register_buffer("instr_std", torch.tensor(instr["std"]), persistent=False)
         for key in NORMALIZED_KEYS:
             mean = torch.tensor([stats[s][key]["mean"] for s in self.sources], dtype=torch.float32)
             std = torch.tensor([stats[s][key]["std"] for s in self.sources], dtype=torch.float32)
@@ -71,6 +92,12 @@ class Normalizer(torch.nn.Module):
             ) from None
         return torch.tensor(idx, device=self._buffers[f"{_attr(ACTION)}_mean"].device)
 
+    def normalize_instruction(self, emb: torch.Tensor) -> torch.Tensor:
+        """Standardizes sentence embeddings [B, E] over the training instructions (if known)."""
+        if not self.has_instruction_stats:
+            return emb
+        return (emb - self.instr_mean) / self.instr_std
+
     def _mean_std(self, key: str, idx: torch.Tensor, ndim: int):
         mean = getattr(self, f"{_attr(key)}_mean")[idx]
         std = getattr(self, f"{_attr(key)}_std")[idx]
@@ -95,6 +122,12 @@ def validate_stats(stats: dict) -> None:
     if not isinstance(stats, dict) or not stats:
         raise ValueError("normalization stats are missing or empty; the checkpoint is incomplete")
     for source, per_key in stats.items():
+        if source == INSTRUCTION:
+            if not np.all(np.isfinite(per_key.get("mean", [np.nan]))) or not np.all(
+                np.isfinite(per_key.get("std", [np.nan]))
+            ):
+                raise ValueError("instruction embedding stats are missing or not finite")
+            continue
         for key in NORMALIZED_KEYS:
             entry = per_key.get(key) if isinstance(per_key, dict) else None
             if not entry or "mean" not in entry or "std" not in entry:

@@ -25,6 +25,7 @@ import torch
 
 from policy.checkpoint import save_policy
 from policy.config import PolicyConfig, preset
+from policy.normalize import INSTRUCTION, instruction_stats
 
 LAST = "last"
 
@@ -139,6 +140,7 @@ def train(cfg: TrainConfig) -> Path:
     )
     stats = sampler.stats()
 
+    stats[INSTRUCTION] = _instruction_stats(policy_cfg, sampler.task)
     policy = build_policy(policy_cfg, stats)
     decay, no_decay = [], []
     for name, p in policy.named_parameters():
@@ -213,6 +215,14 @@ def train(cfg: TrainConfig) -> Path:
     if acc.is_main_process:
         print(f"trained {step} steps in {elapsed:.0f} s; checkpoint: {final}")
     return final
+
+
+def _instruction_stats(policy_cfg: PolicyConfig, tasks: list[str]) -> dict:
+    from policy.language import InstructionEncoder
+
+    distinct = sorted(set(tasks))
+    encoder = InstructionEncoder(policy_cfg.language.model_path, policy_cfg.language.dim)
+    return instruction_stats(encoder(distinct).numpy())
 
 
 def _save(acc, policy, optimizer, sampler, ckpt_dir: Path, step: int, elapsed: float) -> Path:

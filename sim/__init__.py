@@ -4,6 +4,11 @@ Importing this package registers every task with gymnasium under the ``armvla/``
 e.g. ``gymnasium.make("armvla/PickColorCube-v1")``.
 """
 
+import os
+
+# MuJoCo picks its GL backend when first imported: headless EGL unless the user chose one.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 from sim.registry import TASKS, make_env, register_all, resolve_task
 
 register_all()
