@@ -53,7 +53,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    # Named policy preset the options below start from: default, debug or regression.
+    # Named policy preset the options below start from: default, debug or flow.
     preset: str = "default"
     # Policy options (e.g. --policy.d_model=256); applied on top of the preset.
     policy: PolicyConfig = field(default_factory=PolicyConfig)

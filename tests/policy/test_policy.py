@@ -20,7 +20,7 @@ from policy.checkpoint import (
 from policy.chunking import ActionChunkQueue
 from policy.config import POLICY_TYPES, PolicyConfig, preset
 
-PRESETS = ["default", "debug", "regression"]
+PRESETS = ["default", "debug", "flow"]
 CONFIGS = [(t, p) for t in POLICY_TYPES for p in PRESETS]
 
 
