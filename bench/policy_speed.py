@@ -36,10 +36,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import lerobot  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402
-from lerobot.policies.act.configuration_act import ACTConfig  # noqa: E402
-from lerobot.policies.act.modeling_act import ACTPolicy  # noqa: E402
-from lerobot.policies.act.processor_act import make_act_pre_post_processors  # noqa: E402
+from _act import act_config, act_stats  # noqa: E402
+from _act import build_act as build_act_policy  # noqa: E402
 
 from data.keys import ACTION, ACTION_IS_PAD, OBS_STATE, TASK, image_key  # noqa: E402
 from policy.checkpoint import build_policy  # noqa: E402
@@ -60,8 +58,6 @@ TARGET_TRAIN_RATIO = 3.0
 # Synthetic normalization stats in lerobot units (joint degrees, gripper 0-100), shared by both.
 STATE_MEAN = [0.0, -30.0, 40.0, 50.0, 0.0, 30.0]
 STATE_STD = [40.0, 30.0, 30.0, 30.0, 50.0, 25.0]
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -132,25 +128,9 @@ def build_armvla() -> torch.nn.Module:
 
 def build_act():
     """lerobot's ACT with default hyper-parameters and our features; returns (policy, pre, post)."""
-    visual = PolicyFeature(type=FeatureType.VISUAL, shape=(3, IMAGE_SIZE, IMAGE_SIZE))
-    config = ACTConfig(
-        input_features={
-            **{image_key(cam): visual for cam in CAMERAS},
-            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
-        },
-        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))},
-        pretrained_backbone_weights=None,
-        device="cpu",
-    )
+    config = act_config(CAMERAS, IMAGE_SIZE, STATE_DIM, ACTION_DIM)
     vec = {"mean": torch.tensor(STATE_MEAN), "std": torch.tensor(STATE_STD)}
-    image = {
-        "mean": torch.tensor(IMAGENET_MEAN).view(3, 1, 1),
-        "std": torch.tensor(IMAGENET_STD).view(3, 1, 1),
-    }
-    stats = {OBS_STATE: vec, ACTION: dict(vec), **{image_key(cam): image for cam in CAMERAS}}
-    policy = ACTPolicy(config)
-    pre, post = make_act_pre_post_processors(config, stats)
-    return policy, pre, post
+    return build_act_policy(config, act_stats(vec, dict(vec), CAMERAS))
 
 
 def n_params(model: torch.nn.Module, trainable: bool) -> int:
