@@ -322,8 +322,10 @@ def main(argv=None) -> dict:
     )
     print(
         f"notes: latency is per chunk and the chunks differ ({cfg.chunk_size} vs "
-        f"{act.config.chunk_size} actions, each policy's default); armvla's {cfg.flow_steps} "
-        f"flow steps are included; its MiniLM instruction embedding is cached per distinct "
+        f"{act.config.chunk_size} actions, each policy's default); armvla's head is "
+        f"{cfg.head}"
+        + (f" ({cfg.flow_steps} flow steps included)" if cfg.head == "flow" else " (one pass)")
+        + "; its MiniLM instruction embedding is cached per distinct "
         f"instruction (a new instruction costs {new_instruction_ms:.0f} ms once); ACT's timing "
         f"includes its pre/post processors (normalization), like armvla's"
     )

@@ -163,7 +163,7 @@ def train(cfg: TrainConfig) -> Path:
         print(
             f"training {policy_cfg.type} ({count_parameters(unwrapped) / 1e6:.2f} M trainable "
             f"params) on {sampler.num_frames} frames from {len(datasets)} dataset(s), "
-            f"sources {sorted(stats)}, {acc.num_processes} process(es) on {acc.device}"
+            f"sources {sorted(k for k in stats if k != INSTRUCTION)}, {acc.num_processes} process(es) on {acc.device}"
         )
 
     policy.train()
