@@ -1,7 +1,8 @@
 """``armvla train``: LeRobotDataset(s) in, policy checkpoints out.
 
 Built on HF accelerate: the same command trains on one CPU, one GPU, or many
-(``accelerate launch --multi_gpu -m policy.train ...``); each process draws its own batches from
+(``accelerate launch --multi_gpu --num_processes N -m policy.train ...``; on a machine without
+GPUs that starts N CPU processes); each process draws its own batches from
 the in-memory mixture and accelerate averages the gradients. Checkpoints are plain folders
 (``config.json`` + ``model.safetensors`` + ``stats.json``) that ``armvla eval --policy=<folder>``
 loads; ``training_state.safetensors`` next to them lets ``--resume=true`` continue exactly.
