@@ -2,8 +2,8 @@
 
 Built on HF accelerate: the same command trains on one CPU, one GPU, or many
 (``accelerate launch --multi_gpu --num_processes N -m policy.train ...``; on a machine without
-GPUs that starts N CPU processes); each process draws its own batches from
-the in-memory mixture and accelerate averages the gradients. Checkpoints are plain folders
+GPUs that starts N CPU processes, as does ``accelerate launch --cpu --num_processes N``); each
+process draws its own batches from the in-memory mixture and accelerate averages the gradients. Checkpoints are plain folders
 (``config.json`` + ``model.safetensors`` + ``stats.json``) that ``armvla eval --policy=<folder>``
 loads; ``training_state.safetensors`` next to them lets ``--resume=true`` continue exactly.
 
@@ -194,6 +194,10 @@ def train(cfg: TrainConfig) -> Path:
             rate = samples_since / max(now - last_log, 1e-9)
             last_log, samples_since = now, 0
             lr = optimizer.param_groups[0]["lr"]
+            if cfg.time_budget_s:  # the bar's total: the steps the remaining time allows
+                steps_per_s = rate / (cfg.batch_size * acc.num_processes)
+                left = max(cfg.time_budget_s - elapsed, 0.0)
+                bar.total = min(cfg.steps, step + int(left * steps_per_s))
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", samples_s=f"{rate:.0f}", lr=f"{lr:.1e}")
             acc.log(
                 {"train/loss": metrics["loss"], "train/lr": lr, "train/samples_per_s": rate},
@@ -288,12 +292,62 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _requested_cpu_processes() -> int:
+    """N when ``accelerate launch --cpu --num_processes N`` started this single process.
+
+    accelerate (1.15) runs multi-process CPU training only under MPI (``--mpirun_hostfile``);
+    without it, its simple launcher starts ONE process and only leaves ``ACCELERATE_USE_CPU`` and
+    ``MASTER_ADDR`` behind. Then the requested N is read from the launcher's command line (our
+    parent) so that the documented command really trains on N processes.
+    """
+    env = os.environ
+    if env.get("ACCELERATE_USE_CPU", "").lower() not in ("true", "1") or "MASTER_ADDR" not in env:
+        return 1
+    if any(k in env for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
+        return 1  # already one of several processes (torchrun, MPI)
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return 1
+    for i, arg in enumerate(argv):
+        if arg in ("--num_processes", "--num-processes") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(("--num_processes=", "--num-processes=")):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        return int(value) if value.isdigit() else 1
+    return 1
+
+
+def _spawn_cpu_processes(n: int) -> None:
+    """Runs this module in ``n`` CPU processes with torch's elastic launcher (as torchrun)."""
+    from torch.distributed.run import get_args_parser, run
+
+    print(f"accelerate --cpu: starting {n} training processes (torch.distributed, gloo)")
+    args = get_args_parser().parse_args(
+        [
+            f"--nproc_per_node={n}",
+            f"--master_addr={os.environ['MASTER_ADDR']}",
+            f"--master_port={os.environ.get('MASTER_PORT', '29500')}",
+            "--module",
+            "policy.train",
+            *sys.argv[1:],
+        ]
+    )
+    run(args)
+
+
 def main() -> None:
     """Entry for ``accelerate launch -m policy.train --data.roots=[...] ...``."""
     import draccus
 
     from policy.cli import USER_ERRORS
 
+    n = _requested_cpu_processes()
+    if n > 1:
+        _spawn_cpu_processes(n)
+        return
     cfg = draccus.parse(config_class=TrainConfig, args=sys.argv[1:], prog="policy.train")
     try:
         train(cfg)

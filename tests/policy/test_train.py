@@ -171,16 +171,18 @@ def test_cli_train_help_and_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_accelerate_launch_two_cpu_processes(sim_dataset, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine runs two CPU
-    processes (DDP over gloo) and writes a loadable checkpoint. (accelerate 1.15's
-    `--cpu --num_processes 2` starts a single process without MPI, so it is not the path.)"""
+@pytest.mark.parametrize("mode", ["--cpu", "--multi_gpu"])
+def test_accelerate_launch_two_cpu_processes(sim_dataset, tmp_path, mode):
+    """`accelerate launch --cpu --num_processes 2` (accelerate's launcher starts one process
+    without MPI; policy.train then starts the two) and `--multi_gpu --num_processes 2` on a
+    GPU-less machine both train in two CPU processes (DDP over gloo) and write a loadable
+    checkpoint."""
     out = tmp_path / "ddp"
     launcher = Path(sys.executable).parent / "accelerate"
     cmd = [
         str(launcher),
         "launch",
-        "--multi_gpu",
+        mode,
         "--num_processes",
         "2",
         "--num_machines",
