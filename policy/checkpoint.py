@@ -3,7 +3,8 @@
 Nothing is pickled: weights are safetensors, config and normalization stats are JSON. The config
 carries the policy ``type`` (which class to build) and the checkpoint ``format``; a checkpoint of
 another format is refused with a clear error instead of loading into the wrong layout. The
-frozen instruction encoder is not stored (it comes from its package or a configured path).
+frozen instruction encoder is not stored (it comes from its package or a configured path), nor is
+a frozen hub VLM backbone (it is loaded again from ``backbone.model_path``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@
     joint state ──linear──────────────────▶ state token    ┘
     readout tokens ──▶ MLP action head (flow matching or L1 regression) ─▶ chunk [B, T, D]
 
+With ``--policy.backbone.type=hf_vlm`` a local SmolVLM-style VLM reads the images and the
+instruction together instead, and its projected hidden states replace the image and language
+tokens (``policy/vlm.py``); the state and readout tokens, trunk and head are unchanged.
+
 The flow head learns the velocity field from Gaussian noise to the normalized action chunk
 (rectified flow, as pi0 and SmolVLA) and integrates it in ``flow_steps`` Euler steps at
 inference; the regression head predicts the chunk in one pass.
@@ -29,6 +33,7 @@ from policy.config import PolicyConfig
 from policy.language import InstructionEncoder
 from policy.normalize import Normalizer
 from policy.vision import VISION_ENCODERS, random_shift
+from policy.vlm import VLMObservationEncoder
 
 
 class ArmVLAPolicy(nn.Module):
@@ -45,14 +50,20 @@ class ArmVLAPolicy(nn.Module):
         self.config = cfg = config
         d = cfg.d_model
         self.normalizer = Normalizer(stats)
-        self.language = InstructionEncoder(cfg.language.model_path, cfg.language.dim)
-        self.lang_proj = nn.Sequential(nn.Linear(cfg.language.dim, d), nn.GELU(), nn.Linear(d, d))
-        encoder_cls = VISION_ENCODERS[cfg.vision.type]
-        self.vision = nn.ModuleDict(
-            {cam: encoder_cls(cfg.vision, cfg.image_size, d, d) for cam in cfg.cameras}
-        )
-        n_img = next(iter(self.vision.values())).n_tokens
-        self.image_pos = nn.Parameter(torch.randn(len(cfg.cameras), n_img, d) * 0.02)
+        if cfg.backbone.type == "hf_vlm":
+            # One local VLM reads every camera and the instruction (policy/vlm.py).
+            self.backbone = VLMObservationEncoder(cfg.backbone, len(cfg.cameras), d)
+        else:
+            self.language = InstructionEncoder(cfg.language.model_path, cfg.language.dim)
+            self.lang_proj = nn.Sequential(
+                nn.Linear(cfg.language.dim, d), nn.GELU(), nn.Linear(d, d)
+            )
+            encoder_cls = VISION_ENCODERS[cfg.vision.type]
+            self.vision = nn.ModuleDict(
+                {cam: encoder_cls(cfg.vision, cfg.image_size, d, d) for cam in cfg.cameras}
+            )
+            n_img = next(iter(self.vision.values())).n_tokens
+            self.image_pos = nn.Parameter(torch.randn(len(cfg.cameras), n_img, d) * 0.02)
         self.state_proj = nn.Linear(cfg.state_dim, d)
         self.token_type = nn.Parameter(torch.randn(2, d) * 0.02)  # language, state
         self.trunk = nn.TransformerEncoder(
@@ -143,10 +154,12 @@ class ArmVLAPolicy(nn.Module):
         tasks = [tasks] * state.shape[0] if isinstance(tasks, str) else list(tasks)
         if len(tasks) != state.shape[0]:
             raise ValueError(f"batch has {state.shape[0]} states but {len(tasks)} instructions")
+        if cfg.backbone.type == "hf_vlm":
+            return self._encode_vlm(batch, tasks, state, src, device)
         lang = self.lang_proj(self.normalizer.normalize_instruction(self.language(tasks, device)))
         tokens = [
             lang + self.token_type[0],
-            self.state_proj(self.normalizer.normalize(OBS_STATE, state, src)) + self.token_type[1],
+            self.state_proj(self._state(state, src)) + self.token_type[1],
         ]
         tokens = [t.unsqueeze(1) for t in tokens]
         for i, cam in enumerate(cfg.cameras):
@@ -154,6 +167,28 @@ class ArmVLAPolicy(nn.Module):
             tokens.append(self.vision[cam](images, lang) + self.image_pos[i])
         tokens.append(self.readout.unsqueeze(0).expand(state.shape[0], -1, -1))
         return self.trunk_norm(self.trunk(torch.cat(tokens, dim=1)))
+
+    def _encode_vlm(self, batch: dict, tasks: list[str], state, src, device) -> torch.Tensor:
+        """The trunk over [state token, VLM tokens of all cameras + instruction, readout]."""
+        images = [self._images(batch, cam, device) for cam in self.config.cameras]
+        obs, pad = self.backbone(images, tasks)
+        state_token = self.state_proj(self._state(state, src))
+        b = state.shape[0]
+        tokens = [
+            (state_token + self.token_type[1]).unsqueeze(1),
+            obs,
+            self.readout.unsqueeze(0).expand(b, -1, -1),
+        ]
+        keep = pad.new_zeros(b, 1)
+        pad = torch.cat([keep, pad, keep.expand(b, self.config.n_readout)], dim=1)
+        return self.trunk_norm(self.trunk(torch.cat(tokens, dim=1), src_key_padding_mask=pad))
+
+    def _state(self, state: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        """Normalized joint state; noised in training when ``config.state_noise`` > 0."""
+        state = self.normalizer.normalize(OBS_STATE, state, src)
+        if self.training and self.config.state_noise > 0:
+            state = state + self.config.state_noise * torch.randn_like(state)
+        return state
 
     def _images(self, batch: dict, cam: str, device) -> torch.Tensor:
         key = image_key(cam)

@@ -47,12 +47,40 @@ class FiLMConvEncoder(nn.Module):
             )
         self.n_tokens = grid * grid
         self.proj = nn.Linear(chans[-1], d_model)
+        self.keypoints = (
+            SpatialSoftmax(chans[-2], cfg.keypoints, d_model) if cfg.keypoints else None
+        )
+        self.n_tokens += 1 if self.keypoints is not None else 0
 
     def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = (images - 0.5) / 0.25
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, cond)
-        return self.proj(x.flatten(2).transpose(1, 2))
+        fine = x
+        x = self.blocks[-1](x, cond)
+        tokens = self.proj(x.flatten(2).transpose(1, 2))
+        if self.keypoints is not None:
+            tokens = torch.cat([tokens, self.keypoints(fine).unsqueeze(1)], dim=1)
+        return tokens
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map [B, C, H, W] -> one token [B, d_model] from K keypoints: the softmax-weighted
+    mean (x, y) of K learned 1x1-conv maps (Levine et al. 2016; robomimic, Diffusion Policy)."""
+
+    def __init__(self, channels: int, k: int, d_model: int):
+        super().__init__()
+        self.maps = nn.Conv2d(channels, k, 1)
+        self.proj = nn.Linear(2 * k, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        attn = self.maps(x).flatten(2).softmax(dim=-1)  # [B, K, H*W]
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        coords = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=-1)  # [H*W, 2]
+        return self.proj((attn @ coords).flatten(1))
 
 
 class EfficientNetLite0Encoder(nn.Module):

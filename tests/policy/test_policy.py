@@ -198,3 +198,60 @@ def test_chunk_queue_joins_chunks_without_jumps():
     queue.reset()
     with pytest.raises(RuntimeError):
         queue.pop()
+
+
+def test_spatial_softmax_keypoints_follow_a_bright_spot():
+    from policy.config import VisionConfig
+    from policy.vision import FiLMConvEncoder, SpatialSoftmax
+
+    kp = SpatialSoftmax(channels=1, k=1, d_model=2)
+    with torch.no_grad():
+        kp.maps.weight.fill_(20.0)
+        kp.maps.bias.zero_()
+        kp.proj.weight.copy_(torch.eye(2))
+        kp.proj.bias.zero_()
+    fmap = torch.zeros(2, 1, 8, 8)
+    fmap[0, 0, 1, 6] = 1.0  # row 1, column 6: right, near the top
+    fmap[1, 0, 6, 1] = 1.0  # row 6, column 1: left, near the bottom
+    xy = kp(fmap)
+    assert xy[0, 0] > 0.5 and xy[0, 1] < -0.5
+    assert xy[1, 0] < -0.5 and xy[1, 1] > 0.5
+
+    # As an option of the film_cnn encoder: one extra token per camera, trained end to end.
+    enc = FiLMConvEncoder(VisionConfig(channels=(8, 16), keypoints=4), 32, cond_dim=8, d_model=16)
+    assert enc.n_tokens == 8 * 8 + 1
+    tokens = enc(torch.rand(3, 3, 32, 32), torch.randn(3, 8))
+    assert tokens.shape == (3, enc.n_tokens, 16)
+    tokens.sum().backward()
+    assert enc.keypoints.maps.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="keypoints"):
+        VisionConfig(channels=(8,), keypoints=4)
+
+
+def test_state_noise_is_training_only(sim_stats):
+    import dataclasses
+
+    cfg = preset("debug")
+    assert cfg.state_noise > 0
+    noisy = _build("debug", sim_stats)
+    clean = build_policy(dataclasses.replace(cfg, state_noise=0.0), sim_stats)
+    clean.load_state_dict(noisy.state_dict())
+    batch = make_batch(cfg)
+    noisy.train(), clean.train()
+    torch.manual_seed(1)
+    loss_noisy, _ = noisy(batch)
+    torch.manual_seed(1)
+    loss_clean, _ = clean(batch)
+    assert loss_noisy != loss_clean
+    noisy.eval(), clean.eval()
+    obs = make_batch(cfg, with_actions=False)
+    assert torch.equal(noisy.predict_action_chunk(obs), clean.predict_action_chunk(obs))
+
+
+def test_configs_saved_before_new_fields_keep_their_meaning():
+    data = preset("default").to_dict()
+    del data["state_noise"], data["vision"]["keypoints"], data["backbone"]
+    old = PolicyConfig.from_dict(data)
+    assert old.state_noise == 0.0 and old.vision.keypoints == 0
+    assert old.backbone.type == "armvla"
+    assert PolicyConfig.from_dict(preset("default").to_dict()) == preset("default")
