@@ -65,6 +65,7 @@ from _act import (  # noqa: E402
 
 from data.generate import GENERATE_META, TaskConfig  # noqa: E402
 from data.keys import ACTION, OBS_STATE, image_key  # noqa: E402
+from data.workers import guarded_initializer  # noqa: E402
 from policy.eval import check_heldout  # noqa: E402
 from policy.eval_report import build_report, wilson_interval  # noqa: E402
 from policy.normalize import MIN_STD  # noqa: E402
@@ -280,6 +281,7 @@ def train_act(args, ds: DatasetInfo, out: Path) -> dict:
     }
 
 
+@guarded_initializer
 def _init_act_worker(
     weights: str, stats: dict, image_size: int, task_name: str, max_steps: int
 ) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from data.dataset import ROBOT_TYPE, SOURCE, prepare_output, quiet_encoders, so101_features
 from data.keys import ACTION, OBS_STATE, SOURCE_SIM, TASK, image_key
+from data.workers import guarded_initializer, raise_if_setup_failed
 from sim.registry import resolve_task
 
 GENERATE_META = "armvla_generate.json"
@@ -77,6 +78,7 @@ _worker_env = None
 _worker_expert_cls = None
 
 
+@guarded_initializer
 def _init_worker(task_name: str, image_size: int, cameras: tuple[str, ...]) -> None:
     # The main process owns Ctrl-C: it stops the pool and finalizes the dataset.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -94,6 +96,7 @@ def _init_worker(task_name: str, image_size: int, cameras: tuple[str, ...]) -> N
 
 def run_expert_episode(seed: int, variation: bool = True) -> dict:
     """Runs one expert episode in this worker's env; returns its frames stacked per key."""
+    raise_if_setup_failed()
     env = _worker_env
     obs, _ = env.reset(seed=seed)
     expert = _worker_expert_cls(env, seed=seed, variation=variation)

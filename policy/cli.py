@@ -12,6 +12,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from data.workers import WorkerSetupError
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -58,7 +60,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 # Errors a user can fix from the command line: printed as one clear line, no traceback.
-USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, PermissionError, NotADirectoryError)
+USER_ERRORS = (
+    ValueError,
+    FileExistsError,
+    FileNotFoundError,
+    PermissionError,
+    NotADirectoryError,
+    WorkerSetupError,
+)
 
 
 def usage() -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.keys import OBS_STATE, TASK, image_key
+from data.workers import guarded_initializer, raise_if_setup_failed
 
 # A cube counts as lifted above 2 cm: the threshold the task itself uses for "the other cubes
 # stay on the table", well above the millimetre settling jitter of a resting cube.
@@ -37,6 +38,7 @@ _failures_recorded = None  # shared counter: failure recordings the main process
 _record_failures = 0
 
 
+@guarded_initializer
 def init_worker(
     policy_path: str,
     task_name: str,
@@ -77,6 +79,7 @@ def run_episode(job: EpisodeJob) -> dict:
     """
     from policy.io import action_to_env, obs_to_batch
 
+    raise_if_setup_failed()
     env, policy = _env, _policy
     options = {k: v for k, v in (("target", job.target), ("instruction", job.instruction)) if v}
     obs, info = env.reset(seed=job.seed, options=options)
