@@ -14,6 +14,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,12 +183,21 @@ def generate(cfg: GenerateConfig) -> dict:
     meta.setdefault("episode_seeds", [])
     meta.setdefault("failed_seeds", [])
     attempts = successes = 0
-    interrupted = False
+    finished = False
 
-    def _sigterm(signum, frame):
-        raise KeyboardInterrupt
+    # Ctrl-C / SIGTERM only set a flag: the episode being written is finished, then the run
+    # stops. Raising inside lerobot's writer (its encoder threads) could leave it unable to
+    # finalize. A second Ctrl-C stops at once.
+    stop_requested = False
 
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    def _request_stop(signum, frame):
+        nonlocal stop_requested
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested = True
+        print("\nstopping after the current episode (Ctrl-C again to stop now)", file=sys.stderr)
+
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(
         workers,
@@ -211,10 +221,15 @@ def generate(cfg: GenerateConfig) -> dict:
             _write_meta(cfg.out, meta)
             bar.set_postfix(success=f"{successes}/{attempts}", refresh=False)
             bar.update(1)
+            if stop_requested:
+                break
+        finished = not stop_requested
     except KeyboardInterrupt:
-        interrupted = True
-        pool.terminate()
+        pass
     finally:
+        interrupted = not finished
+        if interrupted:  # Ctrl-C, or an error: drop the episodes still running
+            pool.terminate()
         bar.close()
         pool.close()
         pool.join()
@@ -222,7 +237,8 @@ def generate(cfg: GenerateConfig) -> dict:
         if ds.has_pending_frames():
             ds.clear_episode_buffer()
         ds.finalize()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     wall = time.perf_counter() - t0
     rate = successes / attempts if attempts else 0.0
