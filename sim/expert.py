@@ -3,13 +3,16 @@
 Grasp poses are solved with inverse kinematics (mink) on a private copy of the arm model: the
 gripper points straight down and its jaws close across two faces of the named cube. Motion
 between poses is interpolated in joint space with a minimum-jerk profile; descents follow a
-vertical line through several IK waypoints so the fingers do not sweep into the cube.
+vertical line through several IK waypoints so the fingers do not sweep into the cube. The
+approach flows into the descent without a stop, and the jaws close as soon as the arm arrives:
+a demo that pauses for a random time in a static pose teaches a single-frame policy to wait
+there, and replanning every few ticks then waits forever.
 
 The servos sag under gravity (they are torque-limited position controllers, like the real
 STS3215), so commands carry a gravity feed-forward offset computed from the model: an expert
 on the real arm would learn the same correction.
 
-Each episode draws small variations (heights, speeds, pauses, grasp offsets, gripper opening)
+Each episode draws small variations (heights, speeds, grasp offsets, gripper opening)
 from the expert's own generator so that demos are not all identical.
 """
 
@@ -66,13 +69,14 @@ class PickCubeExpert:
             "descend_speed": u(0.06, 0.09),  # m/s of the grasp point
             "offset": np.array([u(-0.003, 0.003), u(-0.003, 0.003)]),
             "grasp_dz": u(0.001, 0.005),
-            "close_ticks": int(round(u(9, 14))),
-            "settle_ticks": int(round(u(2, 6))),
+            "close_ticks": int(round(u(9, 14))),  # upper bound; the jaws usually stop sooner
         }
         self._phase = 0
         self._queue: list[np.ndarray] = []
         self._gripper_pct = self.p["open_pct"]
         self._last_q: np.ndarray | None = None
+        self._close_ticks = 0
+        self._last_grip: float | None = None
 
     def act(self, obs=None) -> np.ndarray:
         """Next action [6] in lerobot units (degrees, gripper 0-100)."""
@@ -94,29 +98,34 @@ class PickCubeExpert:
         q_now = self._last_q if self._last_q is not None else env.arm_qpos()
         grasp_z = cube[2] + p["grasp_dz"]
 
-        if self._phase == 0:  # move above the cube with the jaws open
+        if self._phase == 0:  # above the cube, then straight down, in one unbroken motion
             self._gripper_pct = p["open_pct"]
-            q_pre = self._ik(np.r_[target_xy, grasp_z + p["pre_height"]], yaw, q_now)
-            self._queue_segment(q_now, [q_pre], speed=p["speed"], pause=p["settle_ticks"])
-        elif self._phase == 1:  # straight down to the grasp height
-            heights = np.linspace(grasp_z + p["pre_height"], grasp_z, 5)[1:]
-            path, q = [], q_now
-            for z in heights:
+            pre_z = grasp_z + p["pre_height"]
+            q_pre = self._ik(np.r_[target_xy, pre_z], yaw, q_now)
+            path, q = [q_pre], q_pre
+            for z in np.linspace(pre_z, grasp_z, 5)[1:]:
                 q = self._ik(np.r_[target_xy, z], yaw, q)
                 path.append(q)
-            ticks = self._ticks_for_distance(p["pre_height"], p["descend_speed"])
-            self._queue_segment(q_now, path, ticks=ticks, pause=p["settle_ticks"])
-        elif self._phase == 2:  # close the jaws
+            approach = self._ticks_for_joints(np.vstack([q_now, q_pre]), p["speed"])
+            descent = self._ticks_for_distance(p["pre_height"], p["descend_speed"])
+            self._queue_segment(q_now, path, ticks=approach + descent, stage_ticks=(approach, descent))
+        elif self._phase == 1:  # close the jaws; the lift starts as soon as they stop moving
             self._gripper_pct = 0.0
-            self._queue.extend([q_now] * p["close_ticks"])
-        elif self._phase == 3:  # lift straight up
+            self._close_ticks += 1
+            grip = so101.from_radians(env.arm_qpos())[5]
+            settled = self._last_grip is not None and abs(grip - self._last_grip) < 0.5
+            self._last_grip = grip
+            if not (self._close_ticks > 3 and settled) and self._close_ticks < p["close_ticks"]:
+                self._queue.append(q_now)
+                return  # stay in this phase: one tick at a time, reading the gripper
+        elif self._phase == 2:  # lift straight up
             lift_z = grasp_z + p["lift_height"]
             path, q = [], q_now
             for z in np.linspace(grasp_z, lift_z, 5)[1:]:
                 q = self._ik(np.r_[target_xy, z], yaw, q)
                 path.append(q)
             ticks = self._ticks_for_distance(p["lift_height"], p["descend_speed"])
-            self._queue_segment(q_now, path, ticks=ticks, pause=0)
+            self._queue_segment(q_now, path, ticks=ticks, pause=0, profile="ease_out")
         else:  # hold the cube up until the episode ends
             self._queue.extend([q_now] * 30)
         self._phase += 1
@@ -149,18 +158,40 @@ class PickCubeExpert:
     def _ticks_for_distance(self, dist: float, speed: float) -> int:
         return max(3, int(np.ceil(dist / speed / self.env.control_dt)))
 
-    def _queue_segment(self, q_start, path, speed=None, ticks=None, pause=0) -> None:
+    def _ticks_for_joints(self, waypoints: np.ndarray, speed: float) -> int:
+        longest = np.max(np.abs(np.diff(waypoints[:, :5], axis=0)).sum(axis=0))
+        return max(5, int(np.ceil(longest / speed / self.env.control_dt)))
+
+    def _queue_segment(
+        self, q_start, path, speed=None, ticks=None, pause=0, stage_ticks=None, profile="min_jerk"
+    ):
+        """Queue a traversal of ``q_start -> path``: minimum-jerk, or ``ease_out`` (moving at
+        twice the mean speed from the first tick, slowing to rest) where the arm starts from a
+        pause that the demo should not prolong.
+
+        ``stage_ticks=(first, rest)`` paces the first piece and the remaining pieces separately
+        (e.g. a fast approach flowing into a slow descent) without stopping between them: the
+        arm only comes to rest at the end, so no state along the way is a pause whose length
+        the policy would have to guess.
+        """
         waypoints = np.vstack([q_start, *path])
         if ticks is None:
-            longest = np.max(np.abs(np.diff(waypoints[:, :5], axis=0)).sum(axis=0))
-            ticks = max(5, int(np.ceil(longest / speed / self.env.control_dt)))
-        # Minimum-jerk timing along the piecewise-linear joint path.
+            ticks = self._ticks_for_joints(waypoints, speed)
         seg_len = np.linalg.norm(np.diff(waypoints, axis=0), axis=1)
+        if stage_ticks is not None and len(seg_len) > 1:
+            first, rest = stage_ticks
+            tail = seg_len[1:]
+            tail = tail / tail.sum() * rest if tail.sum() > 0 else np.full(len(tail), 0.0)
+            seg_len = np.r_[first if seg_len[0] > 1e-9 else 0.0, tail]
+        # Minimum-jerk timing along the piecewise-linear joint path.
         cum = np.r_[0.0, np.cumsum(seg_len)]
         total = cum[-1] if cum[-1] > 0 else 1.0
         for i in range(1, ticks + 1):
             t = i / ticks
-            arc = (10 * t**3 - 15 * t**4 + 6 * t**5) * total
+            if profile == "ease_out":
+                arc = (1.0 - (1.0 - t) ** 2) * total
+            else:
+                arc = (10 * t**3 - 15 * t**4 + 6 * t**5) * total
             j = min(np.searchsorted(cum, arc, side="right") - 1, len(seg_len) - 1)
             frac = 0.0 if seg_len[j] == 0 else (arc - cum[j]) / seg_len[j]
             self._queue.append(waypoints[j] + frac * (waypoints[j + 1] - waypoints[j]))

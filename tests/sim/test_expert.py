@@ -26,8 +26,11 @@ def env():
     env.close()
 
 
-def run_expert(env, env_seed: int, expert_seed: int, target: str | None = None):
-    """One expert episode: (success, actions [T, 6], target color)."""
+def run_expert(env, env_seed: int, expert_seed: int, target: str | None = None, states=None):
+    """One expert episode: (success, actions [T, 6], target color).
+
+    ``states``, if a list, receives the observed joint state [6] after every step.
+    """
     options = {"target": target} if target else None
     obs, info = env.reset(seed=env_seed, options=options)
     expert = PickCubeExpert(env, seed=expert_seed)
@@ -36,6 +39,8 @@ def run_expert(env, env_seed: int, expert_seed: int, target: str | None = None):
         action = expert.act(obs)
         actions.append(action)
         obs, _, terminated, truncated, info = env.step(action)
+        if states is not None:
+            states.append(obs[OBS_STATE].copy())
         if terminated or truncated:
             break
     return bool(info["success"]), np.array(actions), info["target"]
@@ -56,6 +61,25 @@ def test_expert_success_rate(env):
     failures = [s for s in seeds if not run_expert(env, env_seed=s, expert_seed=s)[0]]
     rate = 1.0 - len(failures) / len(seeds)
     assert rate >= 0.95, f"success rate {rate:.0%}; failed seeds {failures}"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_demos_never_pause_before_the_lift(env, seed):
+    """A demo that waits a random time in a pose nothing else distinguishes teaches a policy
+    that sees one frame to wait there: replanning every few ticks, it then waits for ever (the
+    stall that cost the v1 checkpoint most of its failures). Until success, some commanded or
+    observed joint must move on every tick but a couple (the gripper settling on the cube)."""
+    states: list[np.ndarray] = []
+    success, actions, _ = run_expert(env, env_seed=seed, expert_seed=seed, states=states)
+    assert success
+    moved = (np.abs(np.diff(actions, axis=0)) > 0.02).any(axis=1) | (
+        np.abs(np.diff(np.array(states), axis=0)) > 0.02
+    ).any(axis=1)
+    longest, run = 0, 0
+    for m in moved:
+        run = 0 if m else run + 1
+        longest = max(longest, run)
+    assert longest <= 2, f"the demo stands still for {longest} consecutive ticks"
 
 
 def test_demos_vary_with_the_expert_seed(env):
