@@ -108,7 +108,9 @@ class PickCubeExpert:
                 path.append(q)
             approach = self._ticks_for_joints(np.vstack([q_now, q_pre]), p["speed"])
             descent = self._ticks_for_distance(p["pre_height"], p["descend_speed"])
-            self._queue_segment(q_now, path, ticks=approach + descent, stage_ticks=(approach, descent))
+            self._queue_segment(
+                q_now, path, ticks=approach + descent, stage_ticks=(approach, descent)
+            )
         elif self._phase == 1:  # close the jaws; the lift starts as soon as they stop moving
             self._gripper_pct = 0.0
             self._close_ticks += 1
