@@ -22,7 +22,8 @@ class DemoConfig:
     # Task and cameras of the demo.
     task: TaskConfig = field(default_factory=TaskConfig)
     # Expert episodes to generate. Demos are what this budget is short of: after the same 9
-    # minutes of training, 300 demos gave 37/50 held-out successes and 100 demos 20/50.
+    # minutes of training, 300 demos gave 37/50 held-out successes and 100 demos 20/50 (with
+    # the earlier expert; the current one's 300 demos and 7.5 minutes gave 50/50).
     episodes: int = 300
     # Training wall-clock budget in seconds (the learning-rate schedule anneals within it).
     train_seconds: float = 450.0
