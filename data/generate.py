@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,17 @@ class GenerateConfig:
     resume: bool = False
     # Randomize the expert (heights, speeds, grasp offsets) so demos are not identical.
     expert_variation: bool = True
+    # Fraction of episodes with a staged miss: the named cube is pushed out of the jaws as they
+    # close, and the demo shows the expert opening and grasping again (recovery demos).
+    recovery_prob: float = 0.0
 
     def __post_init__(self):
         if self.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if not 0.0 <= self.recovery_prob <= 1.0:
+            raise ValueError(f"--recovery_prob must be in [0, 1], got {self.recovery_prob}")
         self.out = Path(self.out)
 
 
@@ -95,12 +101,13 @@ def _init_worker(task_name: str, image_size: int, cameras: tuple[str, ...]) -> N
     _worker_expert_cls = getattr(importlib.import_module(module), cls)
 
 
-def run_expert_episode(seed: int, variation: bool = True) -> dict:
+def run_expert_episode(seed: int, variation: bool = True, miss_prob: float = 0.0) -> dict:
     """Runs one expert episode in this worker's env; returns its frames stacked per key."""
     raise_if_setup_failed()
     env = _worker_env
     obs, _ = env.reset(seed=seed)
-    expert = _worker_expert_cls(env, seed=seed, variation=variation)
+    kwargs = {"miss_prob": miss_prob} if miss_prob else {}  # experts without recovery work too
+    expert = _worker_expert_cls(env, seed=seed, variation=variation, **kwargs)
     frames: dict[str, list] = {}
     info = {"success": False}
     while True:
@@ -133,6 +140,13 @@ def _write_meta(root: Path, meta: dict) -> None:
     tmp.replace(path)
 
 
+# Frames the video encoder may buffer per camera. Episodes are handed to the writer in one burst,
+# and lerobot's streaming encoder drops a frame (leaving the video shorter than the episode's
+# data) when its queue stays full for 0.1 s, which happened under CPU load with its default of
+# 30. A queue longer than any episode cannot fill: save_episode drains it between episodes.
+ENCODER_QUEUE_FRAMES = 2048
+
+
 def _open_dataset(cfg: GenerateConfig, repo_id: str, resume: bool):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -140,7 +154,12 @@ def _open_dataset(cfg: GenerateConfig, repo_id: str, resume: bool):
     features = so101_features(cams, size, size)
     fps = 30
     if resume:
-        ds = LeRobotDataset.resume(repo_id, root=cfg.out, streaming_encoding=True)
+        ds = LeRobotDataset.resume(
+            repo_id,
+            root=cfg.out,
+            streaming_encoding=True,
+            encoder_queue_maxsize=ENCODER_QUEUE_FRAMES,
+        )
         for key, feat in features.items():
             have = ds.meta.features.get(key)
             if have is None or tuple(have["shape"]) != tuple(feat["shape"]):
@@ -157,6 +176,7 @@ def _open_dataset(cfg: GenerateConfig, repo_id: str, resume: bool):
         robot_type=ROBOT_TYPE,
         use_videos=True,
         streaming_encoding=True,
+        encoder_queue_maxsize=ENCODER_QUEUE_FRAMES,
         metadata_buffer_size=1,
     )
 
@@ -206,9 +226,10 @@ def generate(cfg: GenerateConfig) -> dict:
     )
     bar = tqdm(total=cfg.episodes, desc=f"generate {cfg.task.name}", unit="ep")
     try:
-        results = pool.imap(
-            _run_with_variation if cfg.expert_variation else _run_without_variation, seeds
+        run = partial(
+            run_expert_episode, variation=cfg.expert_variation, miss_prob=cfg.recovery_prob
         )
+        results = pool.imap(run, seeds)
         for result in results:
             attempts += 1
             if result["success"]:
@@ -265,14 +286,6 @@ def generate(cfg: GenerateConfig) -> dict:
     if interrupted:
         raise KeyboardInterrupt
     return summary
-
-
-def _run_with_variation(seed: int) -> dict:
-    return run_expert_episode(seed, variation=True)
-
-
-def _run_without_variation(seed: int) -> dict:
-    return run_expert_episode(seed, variation=False)
 
 
 def _write_episode(ds, result: dict) -> None:

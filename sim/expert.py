@@ -28,6 +28,7 @@ from sim import so101
 from sim.envs.pick_color_cube import PickColorCubeEnv
 
 PAN_AXIS_XY = np.array([0.0388353, 0.0])
+MAX_ATTEMPTS = 3  # grasps per episode before the expert gives up
 
 
 @dataclass
@@ -42,10 +43,23 @@ class _Segment:
 class PickCubeExpert:
     """Solves PickColorCube-v1 from privileged state (cube poses) of an unwrapped env."""
 
-    def __init__(self, env, seed: int | None = None, variation: bool = True):
+    def __init__(
+        self, env, seed: int | None = None, variation: bool = True, miss_prob: float = 0.0
+    ):
+        """Args:
+        env: a PickColorCube env (wrappers are looked through).
+        seed: the expert's own generator (variations, staged misses).
+        variation: randomize heights, speeds, offsets; False = the mean demo.
+        miss_prob: probability per episode that the named cube is pushed out of the jaws as
+            they start to close, so the demo shows the expert noticing the empty grasp,
+            opening and grasping again (recovery demos). 0 keeps demos identical to before.
+        """
+        if not 0.0 <= miss_prob <= 1.0:
+            raise ValueError(f"miss_prob must be in [0, 1], got {miss_prob}")
         self.env: PickColorCubeEnv = env.unwrapped
         self.rng = np.random.default_rng(seed)
         self.variation = variation
+        self.miss_prob = miss_prob
         self.arm_model = mujoco.MjModel.from_xml_path(str(so101.ARM_XML))
         self.arm_data = mujoco.MjData(self.arm_model)
         self._cfg = mink.Configuration(self.arm_model)
@@ -77,6 +91,10 @@ class PickCubeExpert:
         self._last_q: np.ndarray | None = None
         self._close_ticks = 0
         self._last_grip: float | None = None
+        self._attempts = 0
+        self._yaw = 0.0
+        # Drawn only when asked for, so that miss_prob=0 leaves the generator's stream as it was.
+        self._stage_miss = self.miss_prob > 0 and self.rng.random() < self.miss_prob
 
     def act(self, obs=None) -> np.ndarray:
         """Next action [6] in lerobot units (degrees, gripper 0-100)."""
@@ -100,6 +118,7 @@ class PickCubeExpert:
 
         if self._phase == 0:  # above the cube, then straight down, in one unbroken motion
             self._gripper_pct = p["open_pct"]
+            self._yaw = yaw
             pre_z = grasp_z + p["pre_height"]
             q_pre = self._ik(np.r_[target_xy, pre_z], yaw, q_now)
             path, q = [q_pre], q_pre
@@ -113,6 +132,8 @@ class PickCubeExpert:
             )
         elif self._phase == 1:  # close the jaws; the lift starts as soon as they stop moving
             self._gripper_pct = 0.0
+            if self._close_ticks == 0 and self._stage_miss and self._attempts == 0:
+                self._push_target_out_of_the_jaws()
             self._close_ticks += 1
             grip = so101.from_radians(env.arm_qpos())[5]
             settled = self._last_grip is not None and abs(grip - self._last_grip) < 0.5
@@ -120,6 +141,9 @@ class PickCubeExpert:
             if not (self._close_ticks > 3 and settled) and self._close_ticks < p["close_ticks"]:
                 self._queue.append(q_now)
                 return  # stay in this phase: one tick at a time, reading the gripper
+            if not self._holding_target() and self._attempts < MAX_ATTEMPTS - 1:
+                self._open_and_rise(q_now)
+                return
         elif self._phase == 2:  # lift straight up
             lift_z = grasp_z + p["lift_height"]
             path, q = [], q_now
@@ -131,6 +155,43 @@ class PickCubeExpert:
         else:  # hold the cube up until the episode ends
             self._queue.extend([q_now] * 30)
         self._phase += 1
+
+    def _holding_target(self) -> bool:
+        """Whether the named cube sits between the closed jaws (privileged check)."""
+        cube = self.env.cube_positions()[self.env.target]
+        grasp = self.env.grasp_position()
+        return bool(np.hypot(*(cube[:2] - grasp[:2])) < 0.012 and abs(cube[2] - grasp[2]) < 0.02)
+
+    def _open_and_rise(self, q_now: np.ndarray) -> None:
+        """The jaws closed on nothing: open them, rise straight back to the approach height and
+        plan the grasp again from where the cube is now."""
+        self._attempts += 1
+        self._gripper_pct = self.p["open_pct"]
+        self._close_ticks, self._last_grip = 0, None
+        up = self.env.grasp_position() + np.array([0.0, 0.0, self.p["pre_height"]])
+        q_up = self._ik(up, self._yaw, q_now)
+        ticks = self._ticks_for_distance(self.p["pre_height"], self.p["descend_speed"])
+        self._queue_segment(q_now, [q_up], ticks=ticks, profile="ease_out")
+        self._phase = 0
+
+    def _push_target_out_of_the_jaws(self) -> None:
+        """Stages a missed grasp: moves the named cube 3-4.5 cm aside, to a free spot."""
+        env = self.env
+        cubes = env.cube_positions()
+        here = cubes[env.target][:2]
+        others = [c[:2] for color, c in cubes.items() if color != env.target]
+        dist = self.rng.uniform(0.03, 0.045)
+        start = self.rng.uniform(0.0, 2 * np.pi)
+        lay = env.layout
+        for angle in start + np.arange(12) * np.pi / 6:
+            xy = here + dist * np.array([np.cos(angle), np.sin(angle)])
+            reach = np.hypot(*(xy - PAN_AXIS_XY))
+            if not lay.min_reach <= reach <= lay.max_reach:
+                continue
+            if any(np.hypot(*(xy - o)) < lay.min_separation for o in others):
+                continue
+            env.place_cube(env.target, xy)
+            return
 
     def _grasp_yaw(self, cube: np.ndarray, cube_yaw: float) -> float:
         """Jaw yaw aligned with a cube face, chosen so the wrist rolls as little as possible."""

@@ -192,6 +192,16 @@ class PickColorCubeEnv(gym.Env):
     def cube_lifts(self) -> dict[str, float]:
         return {c: float(self.data.xpos[self._cube_body[c]][2] - self._rest_z[c]) for c in COLORS}
 
+    def place_cube(self, color: str, xy: np.ndarray) -> None:
+        """Moves a cube to ``xy`` on the table, at rest (privileged; experts staging recovery
+        demos and tests use it)."""
+        adr = self._cube_qpos[color]
+        self.data.qpos[adr : adr + 2] = xy
+        self.data.qpos[adr + 2] = self._rest_z[color]
+        dof = self.model.joint(f"cube_{color}").dofadr[0]
+        self.data.qvel[dof : dof + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
     def arm_qpos(self) -> np.ndarray:
         return self.data.qpos[self._arm_qpos].copy()
 

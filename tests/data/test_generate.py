@@ -107,6 +107,7 @@ def test_overwrite_refuses_foreign_folder(tmp_path):
         (["--task.name=StackCubes-v9"], "unknown task 'StackCubes-v9'"),
         (["--episodes=0"], "--episodes must be >= 1"),
         (["--overwrite=true", "--resume=true"], "exclude each other"),
+        (["--recovery_prob=1.5"], "--recovery_prob must be in [0, 1]"),
     ],
 )
 def test_cli_bad_input(tmp_path, capsys, args, message):
@@ -171,3 +172,26 @@ def test_interrupt_keeps_finished_episodes(tmp_path):
     assert ds.num_episodes == len(meta["episode_seeds"]) >= 2
     assert len(ds) == ds.meta.total_frames
     ds[len(ds) - 1]  # the last episode's video decodes
+
+
+def test_slow_video_encoder_drops_no_frames(tmp_path, monkeypatch, caplog):
+    """A whole episode reaches lerobot's streaming encoder in one burst. With its default queue
+    (30 frames) an encoder that stalls for 0.1 s made it drop frames, leaving videos shorter than
+    the episode's data (seen once under CPU load); the writer's queue now holds any episode."""
+    from lerobot.datasets import video_utils
+
+    run = video_utils._CameraEncoderThread.run
+
+    def stalling_run(self):
+        time.sleep(0.5)  # an encoder that falls behind, as on a loaded machine
+        run(self)
+
+    monkeypatch.setattr(video_utils._CameraEncoderThread, "run", stalling_run)
+    out = tmp_path / "pick"
+    with caplog.at_level("WARNING"):
+        summary = _generate(out, episodes=1)
+    assert summary["successes"] == 1
+    assert "dropped" not in caplog.text
+    ds = LeRobotDataset(summary["repo_id"], root=out)
+    last = ds[len(ds) - 1]  # decoding the last frame fails if the video is short
+    assert last["observation.images.wrist"].shape == (3, 48, 48)

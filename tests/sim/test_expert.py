@@ -82,6 +82,32 @@ def test_demos_never_pause_before_the_lift(env, seed):
     assert longest <= 2, f"the demo stands still for {longest} consecutive ticks"
 
 
+def test_staged_miss_shows_a_second_grasp(env):
+    """Recovery demos: the cube is pushed out of the closing jaws; the expert sees the empty
+    grasp, opens, rises, grasps the cube where it now is, and still succeeds."""
+    obs, info = env.reset(seed=7)
+    expert = PickCubeExpert(env, seed=7, miss_prob=1.0)
+    start = env.unwrapped.cube_positions()[info["target"]].copy()
+    grips = []
+    for _ in range(MAX_STEPS):
+        action = expert.act(obs)
+        grips.append(action[5])
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert info["success"]
+    assert expert._attempts == 1
+    moved = np.hypot(*(env.unwrapped.cube_positions()[info["target"]][:2] - start[:2]))
+    assert moved > 0.025  # grasped where it was pushed to
+    closes = np.flatnonzero(np.diff((np.array(grips) < 1.0).astype(int)) == 1)
+    assert len(closes) == 2, "the jaws should close twice: the miss and the grasp"
+
+
+def test_miss_prob_is_validated(env):
+    with pytest.raises(ValueError, match="miss_prob"):
+        PickCubeExpert(env, seed=0, miss_prob=2.0)
+
+
 def test_demos_vary_with_the_expert_seed(env):
     _, first, _ = run_expert(env, env_seed=3, expert_seed=0)
     _, second, _ = run_expert(env, env_seed=3, expert_seed=1)
