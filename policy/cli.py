@@ -57,6 +57,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "DemoConfig",
         "the main job end to end on the built-in default task",
     ),
+    "twin": Subcommand(
+        "real.twin_cli",
+        "serve",
+        "TwinCommandConfig",
+        "serve the SO-101 servo-bus twin (MuJoCo-backed) on a pty for lerobot's follower",
+    ),
 }
 
 # Errors a user can fix from the command line: printed as one clear line, no traceback.
