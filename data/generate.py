@@ -25,6 +25,7 @@ import numpy as np
 from data.dataset import ROBOT_TYPE, SOURCE, prepare_output, quiet_encoders, so101_features
 from data.keys import ACTION, OBS_STATE, SOURCE_SIM, TASK, image_key
 from data.workers import guarded_initializer, raise_if_setup_failed
+from real.safety_config import SafetyConfig
 from sim.registry import resolve_task
 
 GENERATE_META = "armvla_generate.json"
@@ -92,11 +93,15 @@ def _init_worker(task_name: str, image_size: int, cameras: tuple[str, ...]) -> N
     os.environ.setdefault("MUJOCO_GL", "egl")
     import importlib
 
+    from real.gated_env import SafetyGateWrapper
     from sim.registry import make_env
 
     global _worker_env, _worker_expert_cls
     spec = resolve_task(task_name)
-    _worker_env = make_env(task_name, image_size=image_size, cameras=cameras)
+    # The expert drives the arm through the safety gate, as every command source does; the
+    # dataset's actions are the commands the gate sent, so demos only hold motions the real
+    # arm would execute (limits, speeds, workspace).
+    _worker_env = SafetyGateWrapper(make_env(task_name, image_size=image_size, cameras=cameras))
     module, cls = spec.expert.split(":")
     _worker_expert_cls = getattr(importlib.import_module(module), cls)
 
@@ -107,16 +112,17 @@ def run_expert_episode(seed: int, variation: bool = True, miss_prob: float = 0.0
     env = _worker_env
     obs, _ = env.reset(seed=seed)
     kwargs = {"miss_prob": miss_prob} if miss_prob else {}  # experts without recovery work too
-    expert = _worker_expert_cls(env, seed=seed, variation=variation, **kwargs)
+    expert = _worker_expert_cls(env.unwrapped, seed=seed, variation=variation, **kwargs)
     frames: dict[str, list] = {}
     info = {"success": False}
     while True:
-        action = expert.act(obs).astype(np.float32)
+        action = expert.act(obs)
         for key, value in obs.items():
             if key != TASK:
                 frames.setdefault(key, []).append(value)
-        frames.setdefault(ACTION, []).append(action)
         obs, _, terminated, truncated, info = env.step(action)
+        # What the gate sent is what moved the arm: that is the demo's action.
+        frames.setdefault(ACTION, []).append(info["safety"]["command"].astype(np.float32))
         if terminated or truncated:
             break
     return {
@@ -124,6 +130,10 @@ def run_expert_episode(seed: int, variation: bool = True, miss_prob: float = 0.0
         "success": bool(info["success"]),
         "task": obs[TASK],
         "frames": {k: np.stack(v) for k, v in frames.items()},
+        "safety": {
+            "ticks": env.episode_stats["ticks"],
+            "interventions": env.episode_stats["interventions"],
+        },
     }
 
 
@@ -200,6 +210,16 @@ def generate(cfg: GenerateConfig) -> dict:
     t0 = time.perf_counter()
     ds = _open_dataset(cfg, repo_id, resume)
     meta.setdefault("task", cfg.task.name)
+    # The limits every demo command passed (SAFETY.md 24: the config hash goes with the data).
+    safety_hash = SafetyConfig().hash()
+    if meta.setdefault("safety_config_hash", safety_hash) != safety_hash:
+        raise ValueError(
+            f"cannot resume {cfg.out}: its demos passed safety config {meta['safety_config_hash']}"
+            f" but this armvla's is {safety_hash}; generate into a new --out"
+        )
+    meta["safety_config"] = SafetyConfig().to_json()
+    meta.setdefault("safety_interventions", 0)
+    meta.setdefault("safety_ticks", 0)
     meta.setdefault("episode_seeds", [])
     meta.setdefault("failed_seeds", [])
     attempts = successes = 0
@@ -236,6 +256,8 @@ def generate(cfg: GenerateConfig) -> dict:
                 _write_episode(ds, result)
                 successes += 1
                 meta["episode_seeds"].append(result["seed"])
+                meta["safety_interventions"] += result["safety"]["interventions"]
+                meta["safety_ticks"] += result["safety"]["ticks"]
             else:
                 meta["failed_seeds"].append(result["seed"])
             meta["next_seed"] = result["seed"] + 1

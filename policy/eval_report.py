@@ -72,10 +72,28 @@ def build_report(results: list[dict], language_probe: bool) -> dict:
             "named_cube_lifted": named,
             "named_cube_lifted_rate": named / len(any_lifted) if any_lifted else None,
         }
-    # The safety gate (SafetyGate, DESIGN.md decision 7) is not in the sim loop yet: null means
-    # "not measured", never zero. Filled in when the gate lands (a later issue).
-    report["safety_interventions"] = None
+    report.update(_safety_summary(results))
     return report
+
+
+def _safety_summary(results: list[dict]) -> dict:
+    """The safety gate's work over the run: ticks where the command sent differs from the
+    policy's request (``safety_interventions``), their rate and reasons."""
+    ticks = sum(r["safety"]["ticks"] for r in results)
+    interventions = sum(r["safety"]["interventions"] for r in results)
+    by_reason: dict[str, int] = {}
+    for r in results:
+        for reason, n in r["safety"]["by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    return {
+        "safety_interventions": interventions,
+        "safety": {
+            "ticks": ticks,
+            "intervention_rate": interventions / ticks if ticks else None,
+            "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
+            "episodes_with_hold": sum("HOLD" in r["safety"]["by_reason"] for r in results),
+        },
+    }
 
 
 def _mean(values: list[int]) -> float | None:
@@ -116,7 +134,14 @@ def print_summary(report: dict, report_path: Path) -> None:
             f"{probe['any_cube_lifted']} episodes that lifted a cube "
             f"({pct(probe['named_cube_lifted_rate'])})"
         )
-    lines.append("  safety interventions not measured (the safety gate is not in eval yet)")
+    safety = report["safety"]
+    if safety["ticks"]:
+        top = ", ".join(f"{k} {v}" for k, v in list(safety["by_reason"].items())[:4])
+        lines.append(
+            f"  safety gate          intervened in {report['safety_interventions']} of "
+            f"{safety['ticks']} ticks ({pct(safety['intervention_rate'])}); "
+            f"holds in {safety['episodes_with_hold']} episode(s)" + (f"; {top}" if top else "")
+        )
     if report["per_instruction"]:
         lines.append("  per instruction:")
     width = max((len(t) for t in report["per_instruction"]), default=0)

@@ -57,6 +57,7 @@ def init_worker(
     from transformers.utils import logging as hf_logging
 
     from policy.checkpoint import load_policy
+    from real.gated_env import SafetyGateWrapper
     from sim.registry import make_env
 
     torch.set_num_threads(1)
@@ -65,7 +66,10 @@ def init_worker(
     hf_logging.disable_progress_bar()
     global _env, _policy, _failures_recorded, _record_failures
     _policy = load_policy(policy_path)
-    _env = make_env(task_name, image_size=image_size, cameras=cameras, max_episode_steps=max_steps)
+    # Every command passes the safety gate, as on the arm (DESIGN.md decision 7).
+    _env = SafetyGateWrapper(
+        make_env(task_name, image_size=image_size, cameras=cameras, max_episode_steps=max_steps)
+    )
     _failures_recorded = failures_recorded
     _record_failures = record_failures
 
@@ -74,7 +78,7 @@ def run_episode(job: EpisodeJob) -> dict:
     """Plays one episode in this worker's env with this worker's policy.
 
     Returns a per-episode record (seed, instruction, target, success, length, lifted cubes,
-    wrong_cube) and, under ``"frames"``, the episode's frames when the main process may record
+    wrong_cube, the safety gate's interventions) and, under ``"frames"``, the episode's frames when the main process may record
     it (``job.record``, or a failure while the failure cap is not reached), else ``None``.
     """
     from policy.io import action_to_env, obs_to_batch
@@ -123,6 +127,11 @@ def run_episode(job: EpisodeJob) -> dict:
         ),
         "max_lift_m": {c: round(h, 4) for c, h in max_lift.items()},
         "wrong_cube": any(c != target for c in lifted),
+        "safety": {
+            "ticks": env.episode_stats["ticks"],
+            "interventions": env.episode_stats["interventions"],
+            "by_reason": dict(env.episode_stats["by_reason"]),
+        },
         "frames": frames if keep else None,
     }
 

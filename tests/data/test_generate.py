@@ -18,6 +18,9 @@ from data.dataset import SOURCE
 from data.generate import GENERATE_META, GenerateConfig, TaskConfig, generate
 from data.keys import ACTION, OBS_STATE, SO101_MOTOR_FEATURES, TASK
 from policy.cli import main as cli_main
+from real.safety_check import InvariantChecker
+from real.safety_config import SafetyConfig
+from sim import so101
 
 COLORS = ("red", "green", "blue")
 
@@ -76,6 +79,22 @@ def test_actions_follow_the_state(small_dataset):
     assert np.isfinite(states).all() and np.isfinite(actions).all()
     err = np.abs(actions[:-5, :5] - states[5:, :5]).mean()
     assert err < 5.0, f"arm does not follow the expert's commands (mean error {err:.1f} deg)"
+
+
+def test_demo_actions_passed_the_safety_gate(small_dataset):
+    """Demos hold only commands the gate sent: inside the step, acceleration, joint, workspace
+    and speed limits, with the gate's config hash next to the data."""
+    out, summary = small_dataset
+    ds = LeRobotDataset(summary["repo_id"], root=out)
+    checker = InvariantChecker(SafetyConfig())
+    for ep in ds.meta.episodes:
+        rows = range(ep["dataset_from_index"], ep["dataset_to_index"])
+        actions = np.stack([ds.hf_dataset[i][ACTION].numpy() for i in rows]).astype(np.float64)
+        # The recorded actions are float32: allow for that rounding in the re-check.
+        assert checker.check(so101.to_radians(actions), tolerance=1e-5) == []
+    meta = json.loads((out / "meta" / GENERATE_META).read_text())
+    assert meta["safety_config_hash"] == SafetyConfig().hash()
+    assert 0 <= meta["safety_interventions"] <= meta["safety_ticks"] == ds.meta.total_frames
 
 
 def test_resume_appends_after_last_seed(tmp_path):

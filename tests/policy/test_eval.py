@@ -88,7 +88,7 @@ def test_wilson_interval_rejects_impossible_counts(successes, n):
         wilson_interval(successes, n)
 
 
-def _record(target, lifted, success=False, length=10, instruction=None):
+def _record(target, lifted, success=False, length=10, instruction=None, interventions=0):
     return {
         "instruction": instruction or f"pick up the {target} cube",
         "target": target,
@@ -96,13 +96,18 @@ def _record(target, lifted, success=False, length=10, instruction=None):
         "length": length,
         "lifted": lifted,
         "wrong_cube": any(c != target for c in lifted),
+        "safety": {
+            "ticks": length,
+            "interventions": interventions,
+            "by_reason": {"STEP_LIMIT": interventions} if interventions else {},
+        },
     }
 
 
 def test_report_statistics_from_episode_records():
     records = [
         _record("red", ["red"], success=True, length=40),  # named cube, alone
-        _record("green", ["red"]),  # wrong cube
+        _record("green", ["red"], interventions=4),  # wrong cube
         _record("blue", []),  # nothing lifted: not counted by the probe
         _record("red", ["green", "red"], length=30),  # named cube, but with another
     ]
@@ -114,6 +119,8 @@ def test_report_statistics_from_episode_records():
     assert report["mean_episode_length"] == (40 + 10 + 10 + 30) / 4
     assert report["mean_episode_length_success"] == 40.0
     assert report["wrong_cube_episodes"] == 2
+    assert report["safety_interventions"] == 4
+    assert report["safety"]["ticks"] == 90 and report["safety"]["by_reason"] == {"STEP_LIMIT": 4}
     assert report["language_probe"] == {
         "any_cube_lifted": 3,
         "named_cube_lifted": 1,
@@ -133,7 +140,13 @@ def test_report_is_consistent(run):
     )
     assert 0.0 <= report["ci_low"] <= report["success_rate"] <= report["ci_high"] <= 1.0
     assert report["success_rate"] == report["successes"] / report["episodes"]
-    assert report["safety_interventions"] is None  # not measured until the gate lands
+    # Every tick passed the safety gate; the counts add up.
+    safety = report["safety"]
+    assert safety["ticks"] == sum(r["length"] for r in report["episode_results"])
+    assert 0 <= report["safety_interventions"] <= safety["ticks"]
+    assert report["safety_interventions"] == sum(
+        r["safety"]["interventions"] for r in report["episode_results"]
+    )
     assert report["language_probe"] is None and report["interrupted"] is False
 
     per = report["per_instruction"]

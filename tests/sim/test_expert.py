@@ -12,6 +12,7 @@ import pytest
 
 import sim
 from data.keys import OBS_STATE
+from real.gated_env import SafetyGateWrapper
 from sim.envs.pick_color_cube import COLORS
 from sim.expert import PickCubeExpert
 
@@ -55,9 +56,24 @@ def test_expert_succeeds(env, seed):
     assert len(actions) < MAX_STEPS
 
 
+@pytest.fixture(scope="module")
+def gated_env():
+    """The env behind the safety gate, as `armvla generate` drives it."""
+    env = SafetyGateWrapper(sim.make_env(TASK))
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize("seed", range(5, 8))
+def test_expert_succeeds_through_the_safety_gate(gated_env, seed):
+    success, actions, _ = run_expert(gated_env, env_seed=seed, expert_seed=seed)
+    assert success, f"gated expert failed on seed {seed} ({len(actions)} steps)"
+
+
 @pytest.mark.slow
-def test_expert_success_rate(env):
+def test_expert_success_rate(gated_env):
     seeds = range(100, 140)  # disjoint from the fast test's seeds
+    env = gated_env
     failures = [s for s in seeds if not run_expert(env, env_seed=s, expert_seed=s)[0]]
     rate = 1.0 - len(failures) / len(seeds)
     assert rate >= 0.95, f"success rate {rate:.0%}; failed seeds {failures}"

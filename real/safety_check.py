@@ -1,0 +1,189 @@
+"""Independent re-check of what a safety gate sent: the invariants of SAFETY.md, tick by tick.
+
+Used by the property tests (over generated action sequences), by ``bench/safety_gate.py`` and to
+re-check audit logs. It shares no code with the gate's decisions on purpose, only the config and
+the kinematic description of the arm, so a broken gate (NaN check removed, step limit doubled)
+shows up here as violations (the mutation check in tests/real/test_safety_gate.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from real.kinematics import POINT_NAMES, ArmKinematics
+from real.safety_config import SafetyConfig, joint_limits_rad
+
+# Numerical slack: the gate's arithmetic and this check's may differ in the last bits.
+TOL_RAD = 1e-7
+TOL_M = 1e-6
+JAW_POINTS = ("tool", "fixed_tip", "moving_tip")
+
+
+@dataclass(frozen=True)
+class Violation:
+    tick: int  # index into the checked commands (0 = the engaged start)
+    invariant: str  # non_finite | joint_limit | step | accel | workspace | table | keep_out | speed
+    detail: str
+
+
+class InvariantChecker:
+    """Checks a sequence of commands sent by a gate against a config.
+
+    Args:
+        config: the limits the commands must respect.
+        calibration: lerobot calibration the gate used (joint ranges), or None.
+    """
+
+    def __init__(self, config: SafetyConfig, calibration: dict | None = None):
+        self.config = config
+        limits = joint_limits_rad(calibration)
+        self.low = limits[:, 0] + config.joint_margin_rad
+        self.high = limits[:, 1] - config.joint_margin_rad
+        self.kin = ArmKinematics()
+        self.step = config.step_limit()
+        self.acc = config.accel_limit()
+        jaw = np.array([p in JAW_POINTS for p in POINT_NAMES])
+        clearance = np.where(jaw, config.fingertip_table_clearance_m, config.table_clearance_m)
+        self.floor = config.table_z_m + clearance
+        self.tool, self.elbow = POINT_NAMES.index("tool"), POINT_NAMES.index("elbow")
+
+    def check(
+        self, commands: np.ndarray, holds: np.ndarray | None = None, tolerance: float = TOL_RAD
+    ) -> list[Violation]:
+        """Violations in ``commands`` [T, 6] (joint radians; row 0 = the engaged start).
+
+        Args:
+            holds: [T] bool, ticks where the gate held (stops may brake harder than the
+                acceleration limit: SAFETY.md's "hold" repeats the last command).
+            tolerance: slack on joint quantities (rad), e.g. for float32 recordings.
+        """
+        tol = tolerance
+        cmds = np.asarray(commands, dtype=np.float64)
+        holds = np.zeros(len(cmds), bool) if holds is None else np.asarray(holds, bool)
+        out: list[Violation] = []
+        bad = ~np.isfinite(cmds).all(1)
+        out += [Violation(int(t), "non_finite", str(cmds[t])) for t in np.flatnonzero(bad)]
+        if bad.any():
+            return out  # nothing else is meaningful on NaN
+        outside = (cmds < self.low - tol) | (cmds > self.high + tol)
+        out += [
+            Violation(int(t), "joint_limit", f"joints {np.flatnonzero(outside[t]).tolist()}")
+            for t in np.flatnonzero(outside[1:].any(1)) + 1
+        ]
+        d = np.diff(cmds, axis=0)
+        over = np.abs(d) > self.step + tol
+        out += [
+            Violation(int(t) + 1, "step", f"{np.rad2deg(d[t]).round(3).tolist()} deg")
+            for t in np.flatnonzero(over.any(1))
+        ]
+        dd = np.diff(d, axis=0)
+        exempt = holds[2:]  # a hold may stop harder than the acceleration limit
+        over = (np.abs(dd) > self.acc + 2 * tol).any(1) & ~exempt
+        out += [
+            Violation(int(t) + 2, "accel", f"{np.rad2deg(dd[t]).round(3).tolist()} deg/tick^2")
+            for t in np.flatnonzero(over)
+        ]
+        out += self._cartesian(cmds, tol_m=max(TOL_M, tol * 0.5))  # 0.5 m lever: rad -> m
+        return out
+
+    def _cartesian(self, cmds: np.ndarray, tol_m: float = TOL_M) -> list[Violation]:
+        cfg = self.config
+        n = cfg.interpolation_points + 1
+        frac = np.arange(1, n + 1) / n
+        # Every command and the points between it and the previous one.
+        seg = cmds[:-1, None] + frac[None, :, None] * np.diff(cmds, axis=0)[:, None]
+        q = np.concatenate([cmds[:1, None].repeat(n, 1), seg])  # [T, n, 6]
+        pts = self.kin.points(q.reshape(-1, 6)).reshape(len(cmds), n, len(POINT_NAMES), 3)
+        out: list[Violation] = []
+        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
+        for t in range(1, len(cmds)):
+            p = pts[t]
+            if np.any(p[..., 2] < self.floor - tol_m):
+                out.append(Violation(t, "table", f"min z {p[..., 2].min():.4f} m"))
+            if np.any(p < low - tol_m) or np.any(p > high + tol_m):
+                out.append(Violation(t, "workspace", "a checked point left the workspace box"))
+            for box in cfg.keep_out:
+                lo = np.asarray(box.low) - cfg.keep_out_margin_m + tol_m
+                hi = np.asarray(box.high) + cfg.keep_out_margin_m - tol_m
+                if np.any(np.all((p > lo) & (p < hi), axis=-1)):
+                    out.append(Violation(t, "keep_out", f"inside keep-out {box}"))
+            cap = cfg.tool_speed_cap() * cfg.dt + tol_m
+            for idx, name in ((self.tool, "tool"), (self.elbow, "elbow")):
+                moved = np.linalg.norm(pts[t, -1, idx] - pts[t - 1, -1, idx])
+                if moved > cap:
+                    speed = moved / cfg.dt
+                    out.append(Violation(t, "speed", f"{name} at {speed:.3f} m/s"))
+        return out
+
+
+def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
+    """One adversarial tick sequence for the gate: smooth chunked targets with random chunk
+    switches, huge jumps, NaN/inf, wrong shapes, missing actions, late and future timestamps,
+    stops and resets. Each tick is ``{"kind", "action", "stamp_offset", "dt"}``; ``action`` is
+    in lerobot units (degrees, gripper 0-100)."""
+    ticks = []
+    target = rng.uniform([-120, -110, -100, -100, -160, -10], [120, 110, 100, 100, 160, 110])
+    vel = rng.normal(0, 4.0, 6)  # deg/tick: often beyond the step limit, so that it binds
+    for _ in range(n_ticks):
+        dt = 1 / 30 * rng.choice([1.0, rng.uniform(0.5, 3.0)], p=[0.8, 0.2])  # jitter, late ticks
+        r = rng.random()
+        stamp = 0.0
+        if r < 0.05:
+            kind, action = "non_finite", target.copy()
+            action[rng.integers(6)] = rng.choice([np.nan, np.inf, -np.inf])
+        elif r < 0.08:
+            kind, action = "bad_shape", rng.uniform(-90, 90, rng.choice([0, 5, 7, 12]))
+        elif r < 0.11:
+            kind, action = "none", None
+        elif r < 0.14:
+            kind, action = "future", target.copy()
+            stamp = rng.uniform(0.01, 1.0)
+        elif r < 0.16:
+            kind, action = "stop", None
+        elif r < 0.18:
+            kind, action = "reset", None
+        elif r < 0.28:  # a huge jump anywhere, even far past the joint limits
+            kind = "jump"
+            target = rng.uniform(
+                [-300, -300, -300, -300, -300, -20], [300, 300, 300, 300, 300, 120]
+            )
+            action = target.copy()
+        elif r < 0.40:  # a new chunk: the trajectory switches direction
+            kind = "switch"
+            vel = rng.normal(0, 6.0, 6)
+            target = target + vel
+            action = target.copy()
+        else:
+            kind = "smooth"
+            target = target + vel + rng.normal(0, 0.3, 6)
+            action = target.copy()
+        ticks.append({"kind": kind, "action": action, "stamp_offset": stamp, "dt": float(dt)})
+    return ticks
+
+
+def run_sequence(gate, start: np.ndarray, ticks: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Plays ``ticks`` through ``gate`` from the engaged ``start`` (lerobot units); returns the
+    commands sent [T+2, 6] (rad, row 0 = engaged, row 1 = holding it) and the hold flags."""
+    from real.safety_gate import Reason
+
+    decision = gate.engage(start)
+    commands, holds = [decision.command_rad], [False]
+    decision = gate.filter(start, now=0.0)  # at the target: the guarded ramp ends
+    commands.append(decision.command_rad)
+    holds.append(False)
+    now = 0.0
+    for tick in ticks:
+        now += tick["dt"]
+        if tick["kind"] == "stop":
+            decision = gate.request_stop("test")
+        elif tick["kind"] == "reset":
+            gate.reset()
+            decision = gate.filter(None, now=now)
+        else:
+            stamp = now + tick["stamp_offset"] if tick["stamp_offset"] else None
+            decision = gate.filter(tick["action"], stamp=stamp, now=now)
+        commands.append(decision.command_rad)
+        holds.append(bool(decision.reasons & Reason.HOLD))
+    return np.array(commands), np.array(holds)

@@ -1,0 +1,470 @@
+"""SafetyGate: every motion command passes here before it reaches a motor, in sim and on the arm.
+
+Per tick, for a requested joint target (lerobot units: degrees, gripper 0-100):
+
+1. Validate: shape/keys, finite values, plausible units, no future timestamp. Invalid -> hold the
+   last safe command; ``invalid_latch_count`` in a row latch a protective stop.
+2. Clamp the target into the joint ranges shrunk by the soft margin.
+3. Choose this tick's joint step per joint inside the step limit (against the last *command*, so
+   a late tick never catches up), the acceleration limit (change of step), and a braking bound
+   that lets the joint stop inside its limits (and on its target) at the acceleration limit.
+4. Check the Cartesian workspace by forward kinematics: the new command, points between it and
+   the last one, and every configuration on the way to rest if the arm braked from here. All
+   checked points (elbow, wrist, tool, fingertips) stay in the workspace box, above the table
+   and out of keep-out volumes, and the tool and elbow stay under the speed cap. If the full step
+   fails, the step is blended toward "brake" (decelerate at the limit), which the previous tick
+   proved safe, to the largest fraction that passes.
+
+The gate works in joint radians internally (sim/so101.py converts), keeps no reference to any
+bus or simulator, and returns what should be sent; its caller (the bus writer, or the sim env
+wrapper) sends exactly that. Stops latch until :meth:`SafetyGate.reset`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data.keys import SO101_MOTOR_FEATURES
+from real.kinematics import POINT_NAMES, ArmKinematics
+from real.safety_config import SafetyConfig, joint_limits_rad
+from sim import so101
+
+# Plausible lerobot units: arm joints in degrees within a turn, the gripper in percent.
+# (Radians passed by mistake are within these too, but then so tiny that limits still hold.)
+_UNIT_LOW = np.array([-360.0] * 5 + [-20.0])
+_UNIT_HIGH = np.array([360.0] * 5 + [120.0])
+_EPS = 1e-12
+
+
+class Reason(enum.IntFlag):
+    """Why the gate changed or held a command (reason codes for counts and the audit log)."""
+
+    NONE = 0
+    NON_FINITE = enum.auto()  # NaN or inf in the action
+    BAD_SHAPE = enum.auto()  # wrong shape or keys
+    BAD_UNITS = enum.auto()  # values no SO-101 command in lerobot units can have
+    FUTURE_TIMESTAMP = enum.auto()  # the action claims to come from the future
+    JOINT_LIMIT = enum.auto()  # target clamped into the soft joint range
+    STEP_LIMIT = enum.auto()  # joint step capped
+    ACCEL_LIMIT = enum.auto()  # change of joint step capped
+    LIMIT_BRAKING = enum.auto()  # slowed so that a hold stops inside the joint range
+    WORKSPACE = enum.auto()  # step scaled back: box, table plane or keep-out
+    TOOL_SPEED = enum.auto()  # step scaled back: tool or elbow speed cap
+    ACCEL_OVERRIDE = enum.auto()  # safety needed a stop harder than the acceleration limit
+    HOLD = enum.auto()  # the last safe command repeated
+    LATCHED = enum.auto()  # a protective stop is latched
+    STOP = enum.auto()  # a stop was requested (keyboard, voice, watchdog)
+    NO_ACTION = enum.auto()  # no fresh action: braking to rest
+    RAMP = enum.auto()  # guarded ramp after engage/resume
+    SLOWED = enum.auto()  # speed scaled down (derate, "slow down")
+
+    def names(self) -> list[str]:
+        return [r.name for r in Reason if r and r in self]
+
+
+INVALID = Reason.NON_FINITE | Reason.BAD_SHAPE | Reason.BAD_UNITS | Reason.FUTURE_TIMESTAMP
+# Reasons that mean the command differs from what was asked (counted as interventions).
+INTERVENTIONS = (
+    INVALID
+    | Reason.JOINT_LIMIT
+    | Reason.STEP_LIMIT
+    | Reason.ACCEL_LIMIT
+    | Reason.LIMIT_BRAKING
+    | Reason.WORKSPACE
+    | Reason.TOOL_SPEED
+    | Reason.ACCEL_OVERRIDE
+    | Reason.HOLD
+)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """One tick of the gate.
+
+    Attributes:
+        seq: tick number of this gate (the bus writer tags its writes with it).
+        command: joint targets to send [6], lerobot units (degrees, gripper 0-100).
+        command_rad: the same in joint radians [6].
+        reasons: every constraint that acted this tick.
+        fraction: share of the requested step that was taken after the Cartesian checks.
+        compute_s: time the gate spent on this tick.
+    """
+
+    seq: int
+    command: np.ndarray
+    command_rad: np.ndarray
+    reasons: Reason
+    fraction: float
+    compute_s: float
+
+    @property
+    def intervened(self) -> bool:
+        return bool(self.reasons & INTERVENTIONS)
+
+    def as_action(self) -> dict[str, float]:
+        """The command as a lerobot action dict (``{"shoulder_pan.pos": deg, ...}``)."""
+        return {k: float(v) for k, v in zip(SO101_MOTOR_FEATURES, self.command, strict=True)}
+
+
+@dataclass
+class GateStats:
+    ticks: int = 0
+    interventions: int = 0  # ticks whose command differs from the request
+    by_reason: Counter = field(default_factory=Counter)
+    compute_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def as_dict(self) -> dict:
+        times = np.asarray(self.compute_s) * 1e3 if self.compute_s else np.zeros(1)
+        return {
+            "ticks": self.ticks,
+            "interventions": self.interventions,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "compute_p50_ms": float(np.percentile(times, 50)),
+            "compute_p99_ms": float(np.percentile(times, 99)),
+        }
+
+
+class SafetyGate:
+    """The only writer of motion commands (see module docstring).
+
+    Args:
+        config: the validated limits.
+        calibration: lerobot calibration dict of the arm (narrows the joint ranges), or None for
+            the MJCF's official ranges.
+        kinematics: FK for the Cartesian checks (default: from the twin's MJCF).
+    """
+
+    def __init__(
+        self,
+        config: SafetyConfig | None = None,
+        calibration: dict | None = None,
+        kinematics: ArmKinematics | None = None,
+    ):
+        self.config = config or SafetyConfig()
+        self.config_hash = self.config.hash()
+        cfg = self.config
+        limits = joint_limits_rad(calibration)
+        self.soft_low = limits[:, 0] + cfg.joint_margin_rad
+        self.soft_high = limits[:, 1] - cfg.joint_margin_rad
+        if np.any(self.soft_low >= self.soft_high):
+            raise ValueError("joint_margin_rad leaves no room inside a joint's range")
+        self.kin = kinematics or ArmKinematics()
+        self._step = cfg.step_limit()
+        self._acc = cfg.accel_limit()
+        self._box_low = np.asarray(cfg.workspace.low)
+        self._box_high = np.asarray(cfg.workspace.high)
+        m = cfg.keep_out_margin_m
+        self._keep_low = np.array([np.asarray(b.low) - m for b in cfg.keep_out]).reshape(-1, 3)
+        self._keep_high = np.array([np.asarray(b.high) + m for b in cfg.keep_out]).reshape(-1, 3)
+        jaw = {"tool", "fixed_tip", "moving_tip"}
+        self._floor = np.array(
+            [
+                cfg.table_z_m
+                + (cfg.fingertip_table_clearance_m if p in jaw else cfg.table_clearance_m)
+                for p in POINT_NAMES
+            ]
+        )
+        self._speed_points = np.array([POINT_NAMES.index("tool"), POINT_NAMES.index("elbow")])
+        self.stats = GateStats()
+        self.seq = 0
+        self._cmd: np.ndarray | None = None  # last command sent (rad)
+        self._here_points: np.ndarray | None = None  # its check points [P, 3]
+        self._last_moved = 0.0
+        self._vel = np.zeros(6)  # last step (rad/tick)
+        self._invalid_streak = 0
+        self._latched: Reason = Reason.NONE
+        self._latch_why = ""
+        self._ramp = False
+        self.speed_scale = 1.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def engage(self, present: np.ndarray) -> GateDecision:
+        """Adopts the measured position as the command (goal := present before torque on).
+
+        Later targets far from it are reached by a guarded ramp (reduced speed) from here.
+        """
+        q = so101.to_radians(self._as_array(present))
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"cannot engage: the present position is not finite: {present}")
+        self._cmd = q
+        self._here_points = None  # FK of the command, cached between ticks
+        self._last_moved = 0.0  # how far the tool/elbow moved last tick (m)
+        self._vel = np.zeros(6)
+        self._ramp = True
+        self._invalid_streak = 0
+        return self._commit(q, np.zeros(6), Reason.RAMP, 1.0, 0.0)
+
+    @property
+    def engaged(self) -> bool:
+        return self._cmd is not None
+
+    @property
+    def latched(self) -> Reason:
+        """The latched stop (Reason.STOP or Reason.LATCHED), or Reason.NONE."""
+        return self._latched
+
+    @property
+    def latch_reason(self) -> str:
+        return self._latch_why
+
+    def request_stop(self, source: str = "operator") -> GateDecision:
+        """Latches a stop and returns the hold command to send now."""
+        self._latch(Reason.STOP, f"stop requested by {source}")
+        return self._hold(Reason.STOP, 0.0)
+
+    def latch(self, why: str) -> GateDecision:
+        """Latches a protective stop (watchdogs, faults) and returns the hold command."""
+        self._latch(Reason.LATCHED, why)
+        return self._hold(Reason.LATCHED, 0.0)
+
+    def reset(self, present: np.ndarray | None = None) -> None:
+        """Deliberate reset of a latched stop: resumes from rest (at ``present`` if given,
+        else at the held command) with a guarded ramp."""
+        was_latched = bool(self._latched)
+        self._latched, self._latch_why = Reason.NONE, ""
+        self._invalid_streak = 0
+        if present is not None:
+            self.engage(present)
+        elif was_latched:
+            self._ramp = True  # at rest already: a latched gate only ever held
+
+    def set_speed_scale(self, scale: float) -> None:
+        """Slows every motion to ``scale`` of the configured limits (derate, "slow down").
+        Only ever slower: values above 1 are refused."""
+        if not (math.isfinite(scale) and 0 < scale <= 1):
+            raise ValueError(f"speed scale must be in (0, 1], got {scale}")
+        self.speed_scale = float(scale)
+
+    # ------------------------------------------------------------------ the tick
+    def filter(
+        self,
+        action,
+        stamp: float | None = None,
+        now: float | None = None,
+    ) -> GateDecision:
+        """Turns a requested target into the command to send this tick.
+
+        Args:
+            action: [6] array or lerobot action dict (``"<motor>.pos"`` keys), lerobot units;
+                None means no fresh action (brake to rest).
+            stamp: time the action was computed for (s); refused if ahead of ``now``.
+            now: the gate's clock (s); defaults to time.monotonic().
+        """
+        t0 = time.perf_counter()
+        if self._cmd is None:
+            raise RuntimeError("SafetyGate.engage(present) must run before the first command")
+        if self._latched:
+            return self._hold(self._latched | Reason.HOLD, t0)
+        if action is None:
+            return self._move(None, Reason.NO_ACTION, t0)
+        target, bad = self._validate(action, stamp, now)
+        if bad:
+            self._invalid_streak += 1
+            if self._invalid_streak >= self.config.invalid_latch_count:
+                self._latch(Reason.LATCHED, f"{self._invalid_streak} invalid actions in a row")
+                bad |= Reason.LATCHED
+            return self._hold(bad | Reason.HOLD, t0)
+        self._invalid_streak = 0
+        return self._move(target, Reason.NONE, t0)
+
+    def brake(self) -> GateDecision:
+        """No fresh action: decelerate to rest at the acceleration limit (a smooth halt)."""
+        return self.filter(None)
+
+    # ------------------------------------------------------------------ internals
+    def _validate(self, action, stamp, now) -> tuple[np.ndarray | None, Reason]:
+        try:
+            values = self._as_array(action)
+        except (ValueError, TypeError, KeyError):
+            return None, Reason.BAD_SHAPE
+        if not np.all(np.isfinite(values)):
+            return None, Reason.NON_FINITE
+        if np.any(values < _UNIT_LOW) or np.any(values > _UNIT_HIGH):
+            return None, Reason.BAD_UNITS
+        if stamp is not None:
+            clock = time.monotonic() if now is None else now
+            if not math.isfinite(stamp) or stamp > clock + self.config.future_tolerance_s:
+                return None, Reason.FUTURE_TIMESTAMP
+        return so101.to_radians(values), Reason.NONE
+
+    @staticmethod
+    def _as_array(action) -> np.ndarray:
+        if isinstance(action, dict):
+            if set(action) != set(SO101_MOTOR_FEATURES):
+                raise KeyError(f"action keys {sorted(action)} != {SO101_MOTOR_FEATURES}")
+            action = [action[k] for k in SO101_MOTOR_FEATURES]
+        values = np.asarray(action, dtype=np.float64)
+        if values.shape != (6,):
+            raise ValueError(f"action needs shape (6,), got {values.shape}")
+        return values
+
+    def _move(self, target: np.ndarray | None, reasons: Reason, t0: float) -> GateDecision:
+        cmd, vel, acc = self._cmd, self._vel, self._acc
+        scale = self.speed_scale * (self.config.ramp_speed_fraction if self._ramp else 1.0)
+        step = self._step * scale
+        if scale < 1.0:
+            reasons |= Reason.RAMP if self._ramp else Reason.SLOWED
+        brake = np.sign(vel) * np.maximum(np.abs(vel) - acc, 0.0)
+        if target is None:
+            want = brake
+        else:
+            clamped = np.clip(target, self.soft_low, self.soft_high)
+            if np.any(np.abs(clamped - target) > 1e-9):
+                reasons |= Reason.JOINT_LIMIT
+            desired = clamped - cmd
+            dist = np.abs(desired)
+            reach = np.minimum(dist, np.maximum(_stop_speed(dist, acc), np.minimum(dist, acc)))
+            want = np.sign(desired) * np.minimum(reach, step)
+            if np.any(reach > step + _EPS):
+                reasons |= Reason.STEP_LIMIT
+            if self._ramp and np.all(dist <= self._step + 1e-9):
+                self._ramp = False  # caught up with the requests: full speed from now on
+        # Per-joint feasible steps: acceleration, step limit, and braking inside the joint range.
+        room_hi = np.maximum(self.soft_high - cmd, 0.0)
+        room_lo = np.maximum(cmd - self.soft_low, 0.0)
+        lim_hi = np.maximum(_stop_speed(room_hi, acc), np.minimum(room_hi, acc))
+        lim_lo = np.maximum(_stop_speed(room_lo, acc), np.minimum(room_lo, acc))
+        upper = np.minimum.reduce([np.full(6, np.inf) if target is None else step, lim_hi])
+        lower = np.maximum.reduce([-np.full(6, np.inf) if target is None else -step, -lim_lo])
+        upper, lower = np.minimum(upper, vel + acc), np.maximum(lower, vel - acc)
+        chosen = np.clip(want, lower, upper)
+        # An empty interval (the speed scale just dropped): decelerate as hard as allowed.
+        empty = lower > upper
+        chosen[empty] = brake[empty]
+        changed = np.abs(chosen - want) > 1e-12
+        if np.any(changed & ((want > vel + acc) | (want < vel - acc))):
+            reasons |= Reason.ACCEL_LIMIT
+        if np.any(changed & ((want > lim_hi) | (want < -lim_lo))):
+            reasons |= Reason.LIMIT_BRAKING
+        step_taken, fraction, why, points = self._cartesian(cmd, chosen, brake)
+        sp = self._speed_points
+        self._last_moved = float(np.linalg.norm(points[sp] - self._here_points[sp], axis=1).max())
+        self._here_points = points
+        return self._commit(cmd + step_taken, step_taken, reasons | why, fraction, t0)
+
+    def _cartesian(self, cmd: np.ndarray, full: np.ndarray, brake: np.ndarray):
+        """Largest blend brake + s * (full - brake), s in [0, 1], that passes the Cartesian
+        checks; falls back to softer-than-allowed stops, then to a hold.
+
+        Returns (step [6], s, reasons, check points of the new command [P, 3])."""
+        here = self._here_points
+        if here is None:
+            here = self._here_points = self.kin.points(cmd)
+        base_pen = float(self._penetration(here[None])[0])
+        ok, why, ends = self._check(cmd, full[None], base_pen, here)
+        if ok[0]:
+            return full, 1.0, Reason.NONE, ends[0]
+        grid = np.linspace(0.0, 1.0, 9)[:-1]  # 0, 1/8, ..., 7/8
+        steps = brake[None] + grid[:, None] * (full - brake)[None]
+        ok, why_grid, ends = self._check(cmd, steps, base_pen, here)
+        why |= why_grid
+        if ok.any():
+            best = int(np.flatnonzero(ok).max())
+            fine = grid[best] + np.linspace(0.0, 1.0 / 8, 5)[1:-1]  # refine inside the gap
+            fine_steps = brake[None] + fine[:, None] * (full - brake)[None]
+            ok_fine, _, fine_ends = self._check(cmd, fine_steps, base_pen, here)
+            if ok_fine.any():
+                i = int(np.flatnonzero(ok_fine).max())
+                return fine_steps[i], float(fine[i]), why, fine_ends[i]
+            return steps[best], float(grid[best]), why, ends[best]
+        # Even braking fails (the start pose was already unsafe, or FK is non-convex here):
+        # stop harder than the acceleration limit, down to a hold.
+        shrink = np.array([0.75, 0.5, 0.25])
+        ok, _, ends = self._check(cmd, shrink[:, None] * brake[None], base_pen, here)
+        if ok.any():
+            i = int(np.flatnonzero(ok).min())
+            return shrink[i] * brake, 0.0, why | Reason.ACCEL_OVERRIDE, ends[i]
+        return np.zeros(6), 0.0, why | Reason.ACCEL_OVERRIDE | Reason.HOLD, here
+
+    def _check(self, cmd: np.ndarray, steps: np.ndarray, base_pen: float, here: np.ndarray):
+        """For candidate steps [M, 6]: (ok [M], reasons, endpoint check points [M, P, 3]).
+        Checks interpolated points, the endpoint, the braking path to rest, and the tool and
+        elbow speed against the current command's points ``here`` [P, 3]."""
+        n_interp = self.config.interpolation_points + 1
+        fractions = np.arange(1, n_interp + 1) / n_interp
+        configs = [cmd[None, None] + fractions[None, :, None] * steps[:, None]]  # [M, K, 6]
+        end = cmd[None] + steps
+        vel = steps.copy()
+        for _ in range(64):
+            vel = np.sign(vel) * np.maximum(np.abs(vel) - self._acc, 0.0)
+            if not vel.any():
+                break
+            end = end + vel
+            configs.append(end[:, None])
+        q = np.concatenate(configs, axis=1)  # [M, K + braking, 6]
+        m, k = q.shape[:2]
+        pts = self.kin.points(q.reshape(-1, 6)).reshape(m, k, len(POINT_NAMES), 3)
+        pen = self._penetration(pts.reshape(m * k, len(POINT_NAMES), 3)).reshape(m, k).max(1)
+        ok_space = pen <= base_pen + 1e-9
+        ends = pts[:, n_interp - 1]
+        moved = np.linalg.norm(ends[:, self._speed_points] - here[None, self._speed_points], axis=2)
+        # Under the cap, or (after the speed scale just dropped) at least not faster than the
+        # last tick, so the tool slows down at the acceleration limit instead of stopping dead.
+        cap = self.config.tool_speed_cap() * self.config.dt
+        slow_cap = max(cap * self.speed_scale, min(self._last_moved, cap))
+        ok_speed = moved.max(1) <= slow_cap + 1e-9
+        # Braking from the candidate must respect the cap too: joints slowing at different rates
+        # can undo a cancellation and speed the tool up, and braking is the next tick's fallback.
+        path = pts[:, n_interp - 1 :, self._speed_points]
+        if path.shape[1] > 1:
+            ok_speed &= np.linalg.norm(np.diff(path, axis=1), axis=-1).max((1, 2)) <= cap + 1e-9
+        why = Reason.NONE
+        if not ok_space.all():
+            why |= Reason.WORKSPACE
+        if not ok_speed.all():
+            why |= Reason.TOOL_SPEED
+        return ok_space & ok_speed, why, ends
+
+    def _penetration(self, pts: np.ndarray) -> np.ndarray:
+        """How far [N] the worst point of each configuration [N, P, 3] is inside forbidden space
+        (below the table clearance, outside the box, inside a keep-out volume), m; 0 = safe."""
+        below = np.maximum(self._floor[None] - pts[..., 2], 0.0)
+        outside = np.maximum(self._box_low - pts, 0.0) + np.maximum(pts - self._box_high, 0.0)
+        worst = np.maximum(below, outside.max(-1))
+        if len(self._keep_low):
+            # Depth inside a box = distance to its nearest face (0 when outside).
+            d = np.minimum(
+                pts[..., None, :] - self._keep_low, self._keep_high - pts[..., None, :]
+            ).min(-1)
+            worst = np.maximum(worst, np.maximum(d, 0.0).max(-1))
+        return worst.max(-1)
+
+    def _hold(self, reasons: Reason, t0: float) -> GateDecision:
+        self._vel = np.zeros(6)
+        self._last_moved = 0.0
+        return self._commit(self._cmd, np.zeros(6), reasons | Reason.HOLD, 0.0, t0, moved=False)
+
+    def _latch(self, reason: Reason, why: str) -> None:
+        if not self._latched:
+            self._latched, self._latch_why = reason, why
+
+    def _commit(self, cmd, step, reasons, fraction, t0, moved=True) -> GateDecision:
+        if moved:
+            self._cmd, self._vel = cmd, step
+        self.seq += 1
+        compute = time.perf_counter() - t0 if t0 else 0.0
+        decision = GateDecision(
+            self.seq, so101.from_radians(cmd), cmd.copy(), reasons, fraction, compute
+        )
+        st = self.stats
+        st.ticks += 1
+        if t0:
+            st.compute_s.append(compute)
+        if decision.intervened:
+            st.interventions += 1
+        for name in reasons.names():
+            st.by_reason[name] += 1
+        return decision
+
+
+def _stop_speed(distance: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Largest step [per joint] after which braking at ``acc`` per tick² stops within
+    ``distance``: the step v plus the braking steps v-a, v-2a, ... sum to at most
+    (v + a/2)² / (2a), so v <= sqrt(2 a d) - a/2."""
+    return np.maximum(np.sqrt(2.0 * acc * distance) - acc / 2.0, 0.0)

@@ -1,0 +1,364 @@
+"""SafetyGate: unit behaviour, hypothesis property tests over generated action sequences, and
+the mutation check (a gate with its NaN check removed or its step limit doubled must fail)."""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from data.keys import SO101_MOTOR_FEATURES
+from real.kinematics import CHECK_POINTS, ArmKinematics
+from real.safety_check import InvariantChecker, random_sequence, run_sequence
+from real.safety_config import Box, SafetyConfig, joint_limits_rad
+from real.safety_gate import Reason, SafetyGate
+from sim import so101
+from sim.envs.pick_color_cube import HOME_RAD
+
+HOME = so101.from_radians(HOME_RAD)
+KIN = ArmKinematics()  # shared: building it parses the MJCF
+CONFIG = SafetyConfig()
+CHECKER = InvariantChecker(CONFIG)
+
+
+def make_gate(config: SafetyConfig = CONFIG, **kwargs) -> SafetyGate:
+    return SafetyGate(config, kinematics=KIN, **kwargs)
+
+
+def settle(gate: SafetyGate, target, ticks: int = 200):
+    decision = None
+    for _ in range(ticks):
+        decision = gate.filter(target)
+    return decision
+
+
+# ---------------------------------------------------------------------------- kinematics
+def test_fk_matches_mujoco_on_random_configurations():
+    model = mujoco.MjModel.from_xml_path(str(so101.ARM_XML))
+    data = mujoco.MjData(model)
+    rng = np.random.default_rng(0)
+    q = rng.uniform(so101.JOINT_LIMITS_RAD[:, 0], so101.JOINT_LIMITS_RAD[:, 1], size=(50, 6))
+    batch = KIN.points(q)
+    for i in range(len(q)):
+        data.qpos[:] = q[i]
+        mujoco.mj_kinematics(model, data)
+        for j, (_, body, offset) in enumerate(CHECK_POINTS):
+            b = model.body(body).id
+            ref = data.xpos[b] + data.xmat[b].reshape(3, 3) @ np.asarray(offset)
+            np.testing.assert_allclose(batch[i, j], ref, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- config
+def test_config_rejects_unlimited_and_inconsistent_values():
+    with pytest.raises(ValueError, match="no unlimited"):
+        SafetyConfig(max_tool_speed_m_s=math.inf)
+    with pytest.raises(ValueError, match="6 values"):
+        SafetyConfig(max_joint_speed_rad_s=[1.0] * 5)
+    with pytest.raises(ValueError, match="no unlimited"):
+        SafetyConfig(max_joint_accel_rad_s2=[1.0] * 5 + [0.0])
+    with pytest.raises(ValueError, match="derate"):
+        SafetyConfig(temperature_derate_c=70.0)
+    with pytest.raises(ValueError, match="low corner"):
+        Box((0, 0, 0), (0.1, -0.1, 0.1))
+
+
+def test_config_hash_is_stable_and_changes_with_any_limit():
+    assert SafetyConfig().hash() == SafetyConfig().hash()
+    assert SafetyConfig(max_tool_speed_m_s=0.2).hash() != SafetyConfig().hash()
+    again = SafetyConfig.from_json(SafetyConfig().to_json())
+    assert again == SafetyConfig() and again.hash() == SafetyConfig().hash()
+
+
+def test_per_tick_limits_follow_the_spec_at_30_hz():
+    np.testing.assert_allclose(np.rad2deg(CONFIG.step_limit()), [3, 3, 3, 5, 5, 6])
+    assert np.rad2deg(CONFIG.accel_limit()[0]) == pytest.approx(0.7)
+
+
+def test_calibration_narrows_the_joint_ranges():
+    calib = {n: {"range_min": 1500, "range_max": 2600} for n in so101.SO101_JOINTS}
+    limits = joint_limits_rad(calib)
+    half = math.radians(1100 / 2 * 360 / 4095)
+    np.testing.assert_allclose(limits[:5, 1], half)
+    with pytest.raises(ValueError, match="no entry"):
+        joint_limits_rad({"gripper": calib["gripper"]})
+
+
+# ---------------------------------------------------------------------------- behaviour
+def test_engage_commands_the_present_position_and_ramps_slowly_to_a_far_target():
+    gate = make_gate()
+    start = gate.engage(HOME)
+    np.testing.assert_allclose(start.command, HOME, atol=1e-9)  # goal := present
+    far = HOME + np.array([40.0, 0, 0, 0, 0, 0])
+    first = [gate.filter(far) for _ in range(10)]
+    steps = np.diff([HOME[0]] + [d.command[0] for d in first])
+    assert np.all(steps <= 3.0 * CONFIG.ramp_speed_fraction + 1e-9)  # guarded ramp
+    assert all(Reason.RAMP in d.reasons for d in first)
+
+
+def test_nan_holds_the_last_command_and_three_in_a_row_latch():
+    gate = make_gate()
+    gate.engage(HOME)
+    moving = settle(gate, HOME + 5.0, ticks=3).command
+    bad = HOME.copy()
+    bad[2] = np.nan
+    for i in range(3):
+        d = gate.filter(bad)
+        np.testing.assert_array_equal(d.command, moving)
+        assert Reason.NON_FINITE in d.reasons and Reason.HOLD in d.reasons
+        assert bool(gate.latched) == (i == 2)
+    d = gate.filter(HOME)  # valid again, but latched: still holding
+    np.testing.assert_array_equal(d.command, moving)
+    assert Reason.LATCHED in d.reasons
+    gate.reset()
+    d = gate.filter(HOME + 30.0)
+    assert np.all(np.abs(d.command - moving)[:5] <= 3.0 + 1e-9)  # step-limited from the hold
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        np.zeros(5),
+        np.zeros((2, 6)),
+        {"shoulder_pan.pos": 0.0},
+        {k: 0.0 for k in SO101_MOTOR_FEATURES} | {"extra.pos": 1.0},
+        np.array([0, 0, 0, 0, 0, 1e6]),
+        "not an action",
+    ],
+)
+def test_wrong_shape_keys_or_units_are_refused(action):
+    gate = make_gate()
+    gate.engage(HOME)
+    d = gate.filter(action)
+    assert d.reasons & (Reason.BAD_SHAPE | Reason.BAD_UNITS) and Reason.HOLD in d.reasons
+    np.testing.assert_allclose(d.command, HOME, atol=1e-9)
+
+
+def test_lerobot_action_dicts_are_accepted_and_returned():
+    gate = make_gate()
+    gate.engage(HOME)
+    d = gate.filter(dict(zip(SO101_MOTOR_FEATURES, HOME + 1.0, strict=True)))
+    assert not d.reasons & (Reason.BAD_SHAPE | Reason.BAD_UNITS)
+    assert set(d.as_action()) == set(SO101_MOTOR_FEATURES)
+
+
+def test_future_timestamps_are_refused_late_ones_do_not_catch_up():
+    gate = make_gate()
+    gate.engage(HOME)
+    d = gate.filter(HOME + 10.0, stamp=10.5, now=10.0)
+    assert Reason.FUTURE_TIMESTAMP in d.reasons
+    settle(gate, HOME, ticks=5)
+    before = gate.filter(HOME + 20.0, now=11.0).command_rad
+    after = gate.filter(HOME + 20.0, now=13.0).command_rad  # two seconds late
+    assert np.all(np.abs(after - before) <= CONFIG.step_limit() + 1e-12)
+
+
+def test_joint_targets_are_kept_inside_the_margin():
+    gate = make_gate()
+    gate.engage(HOME)
+    d = settle(gate, np.array([300.0, 0.0, 0.0, 0.0, 0.0, 50.0]), ticks=300)
+    pan_max = math.degrees(so101.JOINT_LIMITS_RAD[0, 1] - CONFIG.joint_margin_rad)
+    assert d.command[0] == pytest.approx(pan_max, abs=1e-6)
+    assert Reason.JOINT_LIMIT in d.reasons
+
+
+def test_table_plane_stops_a_dive_through_the_table():
+    gate = make_gate()
+    gate.engage(HOME)
+    down = HOME.copy()
+    down[1], down[2], down[3] = 60.0, 20.0, 90.0  # shoulder forward, wrist down: into the table
+    decisions = [gate.filter(down) for _ in range(200)]
+    tips = KIN.points(np.array([d.command_rad for d in decisions]))
+    assert tips[..., 2].min() >= -1e-6  # fingertips never below the table
+    assert tips[:, :2, 2].min() >= CONFIG.table_clearance_m - 1e-6  # elbow and wrist keep 2 cm
+    assert any(Reason.WORKSPACE in d.reasons for d in decisions)
+
+
+def test_tool_speed_is_capped_and_the_no_person_flag_allows_more():
+    def top_speed(config):
+        gate = make_gate(config)
+        gate.engage(HOME)
+        gate.filter(HOME)  # at the target already: the guarded ramp ends
+        target = HOME + np.array([-60.0, 30.0, -30.0, 0.0, 0.0, 0.0])
+        cmds = np.array([gate.filter(target).command_rad for _ in range(60)])
+        tool = KIN.points(cmds)[:, 2]
+        return np.linalg.norm(np.diff(tool, axis=0), axis=1).max() * config.control_hz
+
+    slow = top_speed(CONFIG)
+    fast = top_speed(SafetyConfig(no_person_present=True))
+    assert slow <= 0.25 + 1e-6 and fast > slow
+
+
+def test_stop_holds_at_once_and_latches_until_reset():
+    gate = make_gate()
+    gate.engage(HOME)
+    moving = settle(gate, HOME + 20.0, ticks=10)
+    stop = gate.request_stop("keyboard")
+    np.testing.assert_array_equal(stop.command, moving.command)
+    assert Reason.STOP in stop.reasons
+    assert np.array_equal(gate.filter(HOME + 40.0).command, moving.command)
+    gate.set_speed_scale(0.5)  # slowing is allowed while stopped; nothing else changes
+    assert gate.latched
+    gate.reset()
+    assert not gate.latched
+
+
+def test_speed_scale_only_slows():
+    gate = make_gate()
+    with pytest.raises(ValueError, match="speed scale"):
+        gate.set_speed_scale(1.5)
+    with pytest.raises(ValueError, match="speed scale"):
+        gate.set_speed_scale(float("nan"))
+
+
+def test_no_action_brakes_smoothly_to_rest():
+    gate = make_gate()
+    gate.engage(HOME)
+    settle(gate, HOME + np.array([0.0, -30.0, 30.0, 0, 0, 0]), ticks=15)
+    cmds = [gate.brake().command_rad for _ in range(20)]
+    steps = np.abs(np.diff(cmds, axis=0))
+    assert np.all(np.diff(steps, axis=0) <= CONFIG.accel_limit() + 1e-9)  # only decelerates
+    assert np.all(steps[-1] == 0)  # at rest
+
+
+def test_commands_before_engage_are_an_error():
+    with pytest.raises(RuntimeError, match="engage"):
+        make_gate().filter(HOME)
+
+
+# ---------------------------------------------------------------------------- properties
+def safe_start(rng: np.random.Generator) -> np.ndarray:
+    gate = make_gate()
+    while True:
+        q = rng.uniform(gate.soft_low, gate.soft_high)
+        if gate._penetration(KIN.points(q)[None])[0] == 0:
+            return so101.from_radians(q)
+
+
+tick = st.one_of(
+    st.tuples(st.just("smooth"), st.lists(st.floats(-12, 12), min_size=6, max_size=6)),
+    st.tuples(st.just("jump"), st.lists(st.floats(-400, 400), min_size=6, max_size=6)),
+    st.tuples(
+        st.just("non_finite"),
+        st.lists(st.sampled_from([np.nan, np.inf, -np.inf, 0.0]), min_size=6, max_size=6),
+    ),
+    st.tuples(st.just("none"), st.none()),
+    st.tuples(st.just("stop"), st.none()),
+    st.tuples(st.just("reset"), st.none()),
+    st.tuples(st.just("late"), st.floats(0.04, 2.0)),
+    st.tuples(st.just("future"), st.floats(0.01, 5.0)),
+    st.tuples(st.just("slow"), st.floats(0.1, 1.0)),
+)
+
+
+def play(gate: SafetyGate, start: np.ndarray, ticks) -> tuple[np.ndarray, np.ndarray]:
+    """Plays hypothesis-drawn ticks; returns commands [T+1, 6] (rad) and hold flags."""
+    decision = gate.engage(start)
+    cmds, holds = [decision.command_rad, gate.filter(start, now=0.0).command_rad], [False, False]
+    target, now = start.copy(), 0.0
+    for kind, arg in ticks:
+        now += 1 / 30
+        stamp = None
+        if kind == "smooth":
+            target = target + np.asarray(arg)
+            action = target
+        elif kind == "jump":
+            target = np.clip(np.asarray(arg), -360, 360)
+            target[5] = np.clip(target[5], -20, 120)
+            action = target
+        elif kind == "non_finite":
+            action = np.where(np.isfinite(arg), target, arg)
+        elif kind == "late":
+            now += arg
+            action = target
+        elif kind == "future":
+            stamp, action = now + arg, target
+        elif kind == "slow":
+            gate.set_speed_scale(arg)
+            action = target
+        else:
+            action = None
+        if kind == "stop":
+            decision = gate.request_stop("test")
+        elif kind == "reset":
+            gate.reset()
+            decision = gate.filter(None, now=now)
+        else:
+            decision = gate.filter(action, stamp=stamp, now=now)
+        cmds.append(decision.command_rad)
+        holds.append(bool(decision.reasons & Reason.HOLD))
+    return np.array(cmds), np.array(holds)
+
+
+def check_any_sequence(seed, ticks):
+    """Joint range, step, acceleration, workspace, table plane, keep-out and tool/elbow speed
+    hold for every command, whatever the policy sends (NaN, jumps, late/future ticks...)."""
+    gate = make_gate()
+    cmds, holds = play(gate, safe_start(np.random.default_rng(seed)), ticks)
+    assert CHECKER.check(cmds, holds) == []
+
+
+SEQUENCES = st.lists(tick, min_size=5, max_size=60)
+FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+
+@settings(FAST, max_examples=500)
+@given(seed=st.integers(0, 2**32 - 1), ticks=SEQUENCES)
+def test_gate_invariants_hold_for_any_action_sequence(seed, ticks):
+    check_any_sequence(seed, ticks)
+
+
+@pytest.mark.slow
+@settings(FAST, max_examples=10_000)
+@given(seed=st.integers(0, 2**32 - 1), ticks=SEQUENCES)
+def test_gate_invariants_hold_over_ten_thousand_hypothesis_sequences(seed, ticks):
+    check_any_sequence(seed, ticks)
+
+
+def corpus_violations(make, sequences: int, seed: int = 0) -> int:
+    """Invariant violations of gates from ``make()`` over a numpy-generated corpus."""
+    rng = np.random.default_rng(seed)
+    total = 0
+    for _ in range(sequences):
+        gate = make()
+        cmds, holds = run_sequence(gate, safe_start(rng), random_sequence(rng, 40))
+        total += len(CHECKER.check(cmds, holds))
+    return total
+
+
+def test_generated_corpus_has_no_violations():
+    assert corpus_violations(make_gate, sequences=150) == 0
+
+
+@pytest.mark.slow
+def test_ten_thousand_generated_sequences_have_no_violations():
+    assert corpus_violations(make_gate, sequences=10_000, seed=1) == 0
+
+
+# ---------------------------------------------------------------------------- mutation check
+class NoNanCheckGate(SafetyGate):
+    """A broken gate: its validation lets non-finite values through."""
+
+    def _validate(self, action, stamp, now):
+        try:
+            values = self._as_array(action)
+        except (ValueError, TypeError, KeyError):
+            return None, Reason.BAD_SHAPE
+        return so101.to_radians(values), Reason.NONE
+
+
+class DoubleStepGate(SafetyGate):
+    """A broken gate: twice the step limit."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._step = self._step * 2
+
+
+@pytest.mark.parametrize("broken", [NoNanCheckGate, DoubleStepGate])
+def test_mutated_gates_fail_the_invariant_checks(broken):
+    """The checks above can fail: the same corpus catches a deliberately broken gate."""
+    assert corpus_violations(lambda: broken(CONFIG, kinematics=KIN), sequences=30) > 0
