@@ -16,6 +16,7 @@ middle of each calibrated range is the MJCF zero), gripper 0-100 % = closed..ope
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import threading
@@ -160,6 +161,12 @@ class SO101Twin:
     def start(self) -> SO101Twin:
         """Opens the pty and starts the bus and physics threads; returns self."""
         if self._server is None:
+            # The twin stands in for servos, which never pause. A full garbage collection of a
+            # torch-sized heap, triggered by any thread of this process, stalls the bus thread
+            # for ~100 ms: longer than lerobot's ~34 ms reply timeout. Freezing the heap that
+            # exists now keeps those collections short. (For hard isolation run `armvla twin`
+            # in its own process.)
+            gc.freeze()
             self._server = PtyServer(self.bus, self.lock, link=self.config.link)
             self._server.start()
             self.port, self.device = self._server.port, self._server.device

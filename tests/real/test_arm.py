@@ -1,0 +1,150 @@
+"""GatedArm on the serial-bus twin through lerobot's unmodified SO-101 driver: every goal write on
+the wire is a gate decision, goal := present before torque on, stop holds at once, teardown
+parks before torque off."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
+
+from real.arm import PARK_POSE, GatedArm
+from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
+from real.feetech_twin.control_table import BY_NAME, decode_value
+from real.feetech_twin.protocol import Instruction
+from real.safety_gate import Reason, SafetyGate
+
+ROBOT_ID = "arm_test"
+GOAL = BY_NAME["Goal_Position"].address
+TORQUE = BY_NAME["Torque_Enable"].address
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    calib_dir = tmp_path_factory.mktemp("calibration")
+    twin = SO101Twin(TwinConfig(robot_id=ROBOT_ID, calibration_dir=calib_dir, seed=4))
+    twin.start()
+    twin.write_calibration()
+    yield twin
+    twin.close()
+
+
+class WireLog:
+    """Every instruction packet the twin receives, with its arrival time."""
+
+    def __init__(self, twin: SO101Twin):
+        self.packets: list[tuple[float, object]] = []
+        self._lock = threading.Lock()
+        twin._server.on_packet = self._on_packet
+
+    def _on_packet(self, packet) -> None:
+        with self._lock:
+            self.packets.append((time.perf_counter(), packet))
+
+    def writes(self, address: int) -> list[tuple[float, dict[int, int]]]:
+        """(time, {id: raw value}) of every WRITE/SYNC_WRITE starting at ``address``."""
+        reg = next(r for r in BY_NAME.values() if r.address == address)
+        out = []
+        with self._lock:
+            packets = list(self.packets)
+        for t, p in packets:
+            if p.code == Instruction.SYNC_WRITE and p.params[0] == address:
+                n = p.params[1]
+                body = p.params[2:]
+                values = {
+                    body[i]: decode_value(reg, bytes(body[i + 1 : i + 1 + n]))
+                    for i in range(0, len(body), n + 1)
+                }
+                out.append((t, values))
+            elif p.code == Instruction.WRITE and p.params[0] == address:
+                out.append((t, {p.servo_id: decode_value(reg, bytes(p.params[1:]))}))
+        return out
+
+
+@pytest.fixture
+def arm(twin):
+    twin.set_faults(FaultConfig())
+    log = WireLog(twin)
+    robot = SO101Follower(
+        SO101FollowerConfig(
+            port=twin.port, id=ROBOT_ID, calibration_dir=Path(twin.config.calibration_dir)
+        )
+    )
+    arm = GatedArm(robot, SafetyGate(calibration=twin.calibration))
+    arm.wire = log
+    yield arm
+    arm.close()
+    twin._server.on_packet = None
+
+
+def _normalized(arm: GatedArm, raw: dict[int, int]) -> np.ndarray:
+    """Raw goal steps from the wire -> lerobot units, through lerobot's own calibration."""
+    bus = arm.robot.bus
+    ids = {m.id: name for name, m in bus.motors.items()}
+    values = bus._normalize(raw)
+    return np.array([values[i] for i in sorted(ids)])
+
+
+def test_goal_is_set_to_present_before_torque_turns_on(arm):
+    arm.connect()
+    torque_on = [t for t, v in arm.wire.writes(TORQUE) if 1 in v.values()]
+    goals = [t for t, _ in arm.wire.writes(GOAL)]
+    assert torque_on and goals, "connect() wrote no torque-on or no goal"
+    assert min(goals) < min(torque_on)
+    assert arm.gate.engaged
+
+
+def test_every_goal_write_on_the_wire_is_a_gate_decision(arm):
+    start = arm.connect().command
+    n_connect = len(arm.wire.writes(GOAL))
+    for i in range(40):
+        target = start + np.array([20.0, -10.0, 10.0, 5.0, 30.0, 20.0]) * np.sin(i / 10)
+        arm.send(target)
+        time.sleep(1 / 60)
+    on_wire = arm.wire.writes(GOAL)[n_connect:]
+    assert len(on_wire) == len(arm.writes) == 40
+    for (_, raw), (_, command) in zip(on_wire, arm.writes, strict=True):
+        # One encoder step is 0.088 deg (gripper: its travel / range in steps).
+        np.testing.assert_allclose(_normalized(arm, raw), command, atol=0.2)
+
+
+def test_stop_writes_the_hold_at_once_and_latches(arm):
+    start = arm.connect().command
+    for _ in range(15):
+        arm.send(start + np.array([30.0, 0, 0, 0, 0, 0]))
+    before = len(arm.wire.writes(GOAL))
+    t0 = time.perf_counter()
+    stop = arm.stop("test")
+    deadline = time.monotonic() + 2.0  # the twin reads the pty on its own thread
+    while len(arm.wire.writes(GOAL)) == before and time.monotonic() < deadline:
+        time.sleep(0.001)
+    last_write_t, raw = arm.wire.writes(GOAL)[-1]
+    np.testing.assert_allclose(_normalized(arm, raw), stop.command, atol=0.2)
+    assert last_write_t - t0 < 0.1
+    held = arm.send(start + np.array([60.0, 0, 0, 0, 0, 0]))
+    assert Reason.STOP in held.reasons
+    np.testing.assert_array_equal(held.command, stop.command)
+
+
+def test_close_parks_through_the_gate_then_turns_torque_off(twin, arm):
+    start = arm.connect().command
+    arm.send(start)
+    arm.close()
+    goal_times = [t for t, _ in arm.wire.writes(GOAL)]
+    torque_off = [t for t, v in arm.wire.writes(TORQUE) if 0 in v.values()]
+    assert torque_off and max(goal_times) < max(torque_off)  # park, then torque off
+    parked = _normalized(arm, arm.wire.writes(GOAL)[-1][1])
+    np.testing.assert_allclose(parked, PARK_POSE, atol=1.0)
+    assert all(twin.read_register(s.name, "Torque_Enable") == 0 for s in twin.servos)
+    arm.close()  # idempotent
+
+
+def test_dead_bus_skips_the_park_but_still_closes(twin, arm):
+    arm.connect()
+    arm.bus_dead = True
+    arm.close()
+    assert not arm.robot.is_connected
