@@ -63,6 +63,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "TwinCommandConfig",
         "serve the SO-101 servo-bus twin (MuJoCo-backed) on a pty for lerobot's follower",
     ),
+    "run": Subcommand(
+        "real.run",
+        "run",
+        "RunConfig",
+        "drive an SO-101 (or its twin) with a policy, through the safety gate",
+    ),
 }
 
 # Errors a user can fix from the command line: printed as one clear line, no traceback.

@@ -187,3 +187,28 @@ def run_sequence(gate, start: np.ndarray, ticks: list[dict]) -> tuple[np.ndarray
         commands.append(decision.command_rad)
         holds.append(bool(decision.reasons & Reason.HOLD))
     return np.array(commands), np.array(holds)
+
+
+def recheck_audit_log(path, config: SafetyConfig | None = None) -> list[Violation]:
+    """Re-checks the commands of an ``armvla run`` audit log (JSONL, one tick per line).
+
+    The log's safety config hash must match ``config`` (default: SafetyConfig()): a log written
+    under other limits is re-checked against those, not these.
+    """
+    import json
+    from pathlib import Path
+
+    from sim import so101
+
+    config = config or SafetyConfig()
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    hashes = {r["safety_config_hash"] for r in rows}
+    if hashes - {config.hash()}:
+        raise ValueError(f"{path} was written under safety config {hashes}, not {config.hash()}")
+    sent = [r for r in rows if r.get("sent") is not None]
+    if not sent:
+        return []
+    commands = so101.to_radians(np.array([r["sent"] for r in sent], dtype=np.float64))
+    holds = np.array(["HOLD" in r["gate"] for r in sent])
+    # The log rounds to 0.001 degree.
+    return InvariantChecker(config).check(commands, holds, tolerance=1e-4)

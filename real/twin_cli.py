@@ -9,12 +9,14 @@ Example::
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
 from dataclasses import dataclass
 
 from real.feetech_twin import SO101Twin, TwinConfig
+from real.feetech_twin.cameras import TwinCameraPublisher, announce, announcement_path
 
 
 @dataclass
@@ -25,19 +27,29 @@ class TwinCommandConfig(TwinConfig):
     duration_s: float = 0.0
     # Seconds between one-line status reports (bus counters, temperatures); 0 disables them.
     status_every_s: float = 0.0
+    # Publish the scene's cameras for lerobot's zmq camera (what `armvla run` on the twin sees).
+    publish_cameras: bool = True
+    # TCP port of the camera publisher on 127.0.0.1; 0 picks a free one.
+    camera_port: int = 0
+    # Camera publishing rate (frames/s).
+    camera_fps: float = 30.0
 
     def __post_init__(self):
         super().__post_init__()
         if self.duration_s < 0 or self.status_every_s < 0:
             raise ValueError("duration_s and status_every_s must be >= 0")
+        if not 0 <= self.camera_port <= 65535 or self.camera_fps <= 0:
+            raise ValueError("camera_port must be in 0..65535 and camera_fps > 0")
 
 
 def _status_line(twin: SO101Twin) -> str:
     s = twin.stats
     temps = [twin.read_register(servo.name, "Present_Temperature") for servo in twin.servos]
+    with twin.lock:
+        lifts = {c: round(h * 100, 1) for c, h in twin.env.cube_lifts().items()}
     return (
         f"packets={s.packets} replies={s.replies} dropped={s.dropped_replies} "
-        f"garbage_bytes={s.garbage_bytes} temperatures_c={temps}"
+        f"garbage_bytes={s.garbage_bytes} temperatures_c={temps} cube_lift_cm={json.dumps(lifts)}"
     )
 
 
@@ -46,9 +58,13 @@ def serve(cfg: TwinCommandConfig) -> None:
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     twin = SO101Twin(cfg)
+    cameras = None
     try:
         twin.start()
         calib_path = twin.write_calibration()
+        if cfg.publish_cameras:
+            cameras = TwinCameraPublisher(twin, cfg.camera_port, cfg.camera_fps).start()
+            announce(twin.device, cameras.host, cameras.port, cfg.cameras, cfg.image_size)
         print(f"SO-101 twin serving on {twin.port}" + (f" (-> {twin.device})" if cfg.link else ""))
         print(f"calibration for robot id {cfg.robot_id!r}: {calib_path}")
         for name, c in twin.calibration.items():
@@ -62,6 +78,13 @@ def serve(cfg: TwinCommandConfig) -> None:
             f"--robot.calibration_dir={calib_path.parent}",
             flush=True,
         )
+        if cameras is not None:
+            spec = ", ".join(
+                f"{c}: {{type: zmq, server_address: {cameras.host}, port: {cameras.port}, "
+                f"camera_name: {c}}}"
+                for c in cfg.cameras
+            )
+            print(f'cameras ({cfg.camera_fps:g} fps): --robot.cameras="{{{spec}}}"', flush=True)
         deadline = time.monotonic() + cfg.duration_s if cfg.duration_s else None
         next_status = time.monotonic() + cfg.status_every_s
         while not stop.is_set():
@@ -74,6 +97,9 @@ def serve(cfg: TwinCommandConfig) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if cameras is not None:
+            cameras.stop()
+            announcement_path(twin.device or "").unlink(missing_ok=True)
         twin.close()
         signal.signal(signal.SIGTERM, previous)
     print("SO-101 twin stopped", flush=True)

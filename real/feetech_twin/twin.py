@@ -222,6 +222,13 @@ class SO101Twin:
                 servo.extra_heat_c_per_s = faults.heat_c_per_s.get(servo.name, 0.0)
                 self.physics.block(i, servo.name in faults.blocked_joints)
 
+    def set_packet_listener(self, listener) -> None:
+        """Calls ``listener(packet)`` for every instruction packet the servos receive (on the bus
+        thread, under the twin's lock; keep it short). None removes it. Needs :meth:`start`."""
+        if self._server is None:
+            raise RuntimeError("start the twin before listening to its bus")
+        self._server.on_packet = listener
+
     @property
     def stats(self) -> BusStats:
         return self.bus.stats
@@ -237,6 +244,12 @@ class SO101Twin:
     def joint_positions(self) -> np.ndarray:
         """The simulated joints [6] in lerobot units (degrees, gripper 0-100)."""
         return so101.from_radians(self.physics.joint_radians())
+
+    def close_renderer(self) -> None:
+        """Frees the renderer; call from the thread that rendered (its GL context lives there)."""
+        if self._rig is not None:
+            self._rig.close()
+            self._rig = None
 
     def render(self) -> dict[str, np.ndarray]:
         """Camera images {camera: uint8 [H, W, 3]} of the scene now.

@@ -18,7 +18,6 @@ from data.dataset import SOURCE
 from data.generate import GENERATE_META, GenerateConfig, TaskConfig, generate
 from data.keys import ACTION, OBS_STATE, SO101_MOTOR_FEATURES, TASK
 from policy.cli import main as cli_main
-from real.safety_check import InvariantChecker
 from real.safety_config import SafetyConfig
 from sim import so101
 
@@ -35,7 +34,7 @@ def _generate(out: Path, episodes: int, **kw) -> dict:
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("gen") / "pick"
-    return out, _generate(out, episodes=3)
+    return out, _generate(out, episodes=3, safety_gate=True)
 
 
 def test_round_trip_through_lerobot(small_dataset):
@@ -81,20 +80,22 @@ def test_actions_follow_the_state(small_dataset):
     assert err < 5.0, f"arm does not follow the expert's commands (mean error {err:.1f} deg)"
 
 
-def test_demo_actions_passed_the_safety_gate(small_dataset):
-    """Demos hold only commands the gate sent: inside the step, acceleration, joint, workspace
-    and speed limits, with the gate's config hash next to the data."""
+def test_demos_ran_through_the_safety_gate(small_dataset):
+    """The expert drove the arm through the gate: the recorded states move within its limits
+    (the recorded actions are the expert's requests, which the gate filtered), and the gate's
+    config hash and intervention count sit next to the data."""
     out, summary = small_dataset
     ds = LeRobotDataset(summary["repo_id"], root=out)
-    checker = InvariantChecker(SafetyConfig())
+    config = SafetyConfig()
     for ep in ds.meta.episodes:
         rows = range(ep["dataset_from_index"], ep["dataset_to_index"])
-        actions = np.stack([ds.hf_dataset[i][ACTION].numpy() for i in rows]).astype(np.float64)
-        # The recorded actions are float32: allow for that rounding in the re-check.
-        assert checker.check(so101.to_radians(actions), tolerance=1e-5) == []
+        states = np.stack([ds.hf_dataset[i][OBS_STATE].numpy() for i in rows]).astype(np.float64)
+        speed = np.abs(np.diff(so101.to_radians(states), axis=0)).max(0)
+        # Measured joints track the gated commands with some overshoot, never twice the limit.
+        assert np.all(speed <= 2 * config.step_limit()), np.rad2deg(speed)
     meta = json.loads((out / "meta" / GENERATE_META).read_text())
-    assert meta["safety_config_hash"] == SafetyConfig().hash()
-    assert 0 <= meta["safety_interventions"] <= meta["safety_ticks"] == ds.meta.total_frames
+    assert meta["safety_config_hash"] == config.hash() and meta["safety_gate"] is True
+    assert 0 < meta["safety_interventions"] <= meta["safety_ticks"] == ds.meta.total_frames
 
 
 def test_resume_appends_after_last_seed(tmp_path):

@@ -39,7 +39,7 @@ class WireLog:
     def __init__(self, twin: SO101Twin):
         self.packets: list[tuple[float, object]] = []
         self._lock = threading.Lock()
-        twin._server.on_packet = self._on_packet
+        twin.set_packet_listener(self._on_packet)
 
     def _on_packet(self, packet) -> None:
         with self._lock:
@@ -78,7 +78,7 @@ def arm(twin):
     arm.wire = log
     yield arm
     arm.close()
-    twin._server.on_packet = None
+    twin.set_packet_listener(None)
 
 
 def _normalized(arm: GatedArm, raw: dict[int, int]) -> np.ndarray:

@@ -1,0 +1,426 @@
+"""``armvla run``: a policy drives an SO-101 (real, or the serial-bus twin) through the safety gate.
+
+One control loop at ``--fps``: observation (joint state over the bus, camera frames) -> the
+supervisor's watchdogs -> the next action of the current chunk -> SafetyGate -> motors. The
+policy runs on its own thread: a chunk is requested every ``replan_every`` ticks from the newest
+observation, and when it arrives the actions for ticks already gone are dropped, then it is
+cross-faded into the queue (policy.chunking), so inference never stalls the loop.
+
+The instruction comes from ``--instruction`` or a prompt; while running, type a new
+instruction, or ``stop`` (hold, park, torque off). Ctrl-C and SIGTERM do the same.
+
+    armvla twin --link=/tmp/so101-twin &         # or a real arm on /dev/ttyACM0
+    armvla run --robot.type=so101_follower --robot.port=/tmp/so101-twin \\
+        --robot.id=so101_twin --policy=default --instruction="pick up the red cube"
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.keys import OBS_STATE, SO101_JOINTS, SOURCE_REAL, SOURCE_SIM, TASK, image_key
+from real.arm import GatedArm
+from real.safety_config import SafetyConfig
+from real.safety_gate import SafetyGate
+from real.supervisor import Directive, Supervisor, TickReport
+
+logger = logging.getLogger(__name__)
+
+try:  # lerobot's robot configs register their --robot.type choices on import
+    from lerobot.robots import RobotConfig
+    from lerobot.robots.so_follower import SO101FollowerConfig  # noqa: F401
+except ImportError:  # pragma: no cover - lerobot is a hard dependency
+    RobotConfig = object
+
+
+@dataclass
+class RunConfig:
+    # The arm, as lerobot configures it: --robot.type=so101_follower --robot.port=/dev/ttyACM0
+    # --robot.id=<calibration name> [--robot.cameras="{front: {type: opencv, ...}}"]. On a twin
+    # started by `armvla twin`, its cameras are found from the port when none are given.
+    robot: RobotConfig | None = None
+    # Checkpoint folder, or "default" for the checkpoint shipped with armvla.
+    policy: str = "default"
+    # What to do; None asks at a prompt. Type a new one while running, or "stop".
+    instruction: str | None = None
+    # Control loop rate (Hz); the safety limits' per-tick values follow it.
+    fps: float = 30.0
+    # Stop (hold, park, torque off) after this many seconds; 0 runs until stopped.
+    duration_s: float = 0.0
+    # Data source whose normalization statistics to use: "sim" or "real"; None picks "real" when
+    # the checkpoint has it (a real arm), else "sim".
+    source: str | None = None
+    # Operator's statement that nobody is within reach: allows the faster tool speed cap.
+    no_person_present: bool = False
+    # Where the tick-level audit log (JSONL) and the timing summary go.
+    out: Path = Path("outputs/run")
+
+    def __post_init__(self):
+        if self.robot is None:
+            raise ValueError(
+                "--robot.type is required, e.g. --robot.type=so101_follower "
+                "--robot.port=/dev/ttyACM0 (or the port `armvla twin` printed)"
+            )
+        if not 1 <= self.fps <= 200:
+            raise ValueError(f"--fps must be in [1, 200], got {self.fps}")
+        if self.duration_s < 0:
+            raise ValueError(f"--duration_s must be >= 0, got {self.duration_s}")
+        if self.source not in (None, SOURCE_SIM, SOURCE_REAL):
+            raise ValueError(f"--source must be sim or real, got {self.source!r}")
+
+
+class InferenceWorker:
+    """Runs ``policy.predict_action_chunk`` on a thread for the newest submitted observation."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._request: tuple[int, dict] | None = None
+        self._result: tuple[int, np.ndarray, float] | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.busy = False
+        self.error: BaseException | None = None
+        self.latency_s: list[float] = []
+        self._thread = threading.Thread(target=self._run, name="policy", daemon=True)
+        self._thread.start()
+
+    def submit(self, tick: int, batch: dict) -> None:
+        with self._lock:
+            self._request = (tick, batch)
+            self.busy = True
+        self._wake.set()
+
+    def take(self) -> tuple[int, np.ndarray, float] | None:
+        """(tick of the observation, chunk [T, D], time it finished) once, or None."""
+        with self._lock:
+            result, self._result = self._result, None
+        return result
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        import torch
+
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                request, self._request = self._request, None
+            if request is None:
+                continue
+            tick, batch = request
+            t0 = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    chunk = self.policy.predict_action_chunk(batch)[0].cpu().numpy()
+            except BaseException as exc:  # surfaced by the control loop
+                self.error = exc
+                return
+            self.latency_s.append(time.perf_counter() - t0)
+            with self._lock:
+                self._result = (tick, chunk.astype(np.float64), time.monotonic())
+                self.busy = False
+
+
+class ChunkQueue:
+    """The chunk being executed, indexed by control tick; a new chunk is cross-faded in over
+    ``blend`` ticks so switching never jumps (the gate would smooth a jump, but needn't)."""
+
+    def __init__(self, blend: int):
+        self.blend = blend
+        self.chunk: np.ndarray | None = None  # [T, D]
+        self.start_tick = 0  # tick the chunk's first action belongs to
+
+    def push(self, chunk: np.ndarray, start_tick: int, now_tick: int) -> None:
+        new = chunk.copy()
+        if self.chunk is not None and self.blend > 0:
+            for i in range(self.blend):
+                tick = now_tick + i
+                old = self.action(tick)
+                j = tick - start_tick
+                if old is None or not 0 <= j < len(new):
+                    break
+                w = (i + 1) / (self.blend + 1)
+                new[j] = w * new[j] + (1 - w) * old
+        self.chunk, self.start_tick = new, start_tick
+
+    def action(self, tick: int) -> np.ndarray | None:
+        if self.chunk is None:
+            return None
+        j = tick - self.start_tick
+        return self.chunk[j] if 0 <= j < len(self.chunk) else None
+
+    def reset(self) -> None:
+        self.chunk = None
+
+
+def _twin_cameras(robot_cfg, names: list[str]) -> None:
+    """Fills in lerobot zmq cameras for a twin started by `armvla twin` on robot_cfg.port."""
+    from lerobot.cameras.zmq import ZMQCameraConfig
+
+    from real.feetech_twin.cameras import find_announcement
+
+    info = find_announcement(getattr(robot_cfg, "port", "") or "")
+    if info is None:
+        return
+    missing = [n for n in names if n not in info["cameras"]]
+    if missing:
+        raise ValueError(f"the twin on {robot_cfg.port} renders {info['cameras']}, not {missing}")
+    robot_cfg.cameras = {
+        n: ZMQCameraConfig(
+            server_address=info["host"], port=info["port"], camera_name=n, timeout_ms=2000
+        )
+        for n in names
+    }
+    print(f"cameras {names}: the twin's, from {info['host']}:{info['port']}", flush=True)
+
+
+def _calibration_dict(robot) -> dict:
+    return {
+        name: {"range_min": c.range_min, "range_max": c.range_max}
+        for name, c in (robot.calibration or {}).items()
+    }
+
+
+def run(cfg: RunConfig) -> dict:
+    """Runs the control loop until stopped; returns timing and safety statistics."""
+    from lerobot.robots import make_robot_from_config
+
+    from policy.checkpoint import load_policy
+
+    policy = load_policy(cfg.policy)
+    policy.eval()
+    pcfg = policy.config
+    sources = list(policy.normalizer.sources)
+    source = cfg.source or (SOURCE_REAL if SOURCE_REAL in sources else SOURCE_SIM)
+    if source not in sources:
+        raise ValueError(f"--source={source}: the policy has statistics for {sources} only")
+    if not cfg.robot.cameras:
+        _twin_cameras(cfg.robot, list(pcfg.cameras))
+    missing = [c for c in pcfg.cameras if c not in (cfg.robot.cameras or {})]
+    if missing:
+        raise ValueError(
+            f"the policy needs cameras {list(pcfg.cameras)}; --robot.cameras has no {missing} "
+            f'(e.g. --robot.cameras="{{{missing[0]}: {{type: opencv, index_or_path: 0}}}}")'
+        )
+    instruction = cfg.instruction or _ask_instruction()
+    robot = make_robot_from_config(cfg.robot)
+    safety = SafetyConfig(control_hz=cfg.fps, no_person_present=cfg.no_person_present)
+    run_dir = cfg.out / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    commands: list[str] = []
+    _start_prompt(commands, stop)
+    arm = None
+    worker = InferenceWorker(policy)
+    stats = {"ticks": 0, "periods_s": [], "directives": {}}
+    try:
+        calibration = _calibration_dict(robot)
+        if not calibration:
+            raise ValueError(
+                f"no calibration for robot id {cfg.robot.id!r}: run lerobot-calibrate "
+                f"--robot.type={cfg.robot.type} --robot.port={cfg.robot.port} "
+                f"--robot.id={cfg.robot.id} first"
+            )
+        arm = GatedArm(robot, SafetyGate(safety, calibration=calibration))
+        arm.connect()  # goal := present before torque on; the gate engages there
+        gc.freeze()  # collections of the torch heap would stall the loop by ~100 ms
+        with (run_dir / "audit.jsonl").open("w") as audit:
+            stats.update(_loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit))
+    finally:
+        worker.close()
+        if arm is not None:
+            arm.close()  # hold -> park -> torque off -> port closed, on every exit path
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = _summary(stats, arm.gate if arm else None, worker)
+    (run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(summary, run_dir)
+    return summary
+
+
+def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) -> dict:
+    import torch
+
+    cameras = list(pcfg.cameras)
+    supervisor = Supervisor(arm.gate.config)
+    queue = ChunkQueue(pcfg.blend_steps)
+    period = 1.0 / cfg.fps
+    replan = pcfg.replan_every
+    config_hash = arm.gate.config_hash
+    t_start = time.monotonic()
+    next_t = time.perf_counter()
+    tick = 0
+    last_request = -replan
+    chunk_fresh_until: float | None = None
+    last_stamps = None
+    periods, directives = [], {}
+    prev_t = None
+    print(f"running: {instruction!r} at {cfg.fps:g} Hz; type a new instruction or 'stop'")
+    while not stop.is_set():
+        t_tick = time.perf_counter()
+        if prev_t is not None:
+            periods.append(t_tick - prev_t)
+        prev_t = t_tick
+        now = time.monotonic()
+        while commands:
+            text = commands.pop(0)
+            if text.lower() in ("stop", "q", "quit", "exit"):
+                stop.set()
+            else:
+                instruction = text
+                queue.reset()
+                print(f"instruction: {instruction!r}")
+        if stop.is_set() or (cfg.duration_s and now - t_start >= cfg.duration_s):
+            break
+        if worker.error is not None:
+            raise RuntimeError(f"policy inference failed: {worker.error}") from worker.error
+        bus_ok, obs = True, None
+        try:
+            obs = arm.robot.get_observation()
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            bus_ok = False
+            logger.warning("observation failed: %s", exc)
+        # Camera freshness from lerobot's capture timestamps (time.perf_counter): a still scene
+        # gives identical frames, a frozen camera gives no new capture.
+        stamps = [getattr(cam, "latest_timestamp", None) for cam in arm.robot.cameras.values()]
+        observation_time = None
+        frames_changed = True
+        if obs is not None and all(t is not None for t in stamps):
+            observation_time = now - (time.perf_counter() - min(stamps))
+            frames_changed = last_stamps is None or all(
+                a > b for a, b in zip(stamps, last_stamps, strict=True)
+            )
+            last_stamps = stamps
+        elif obs is not None:
+            observation_time = now
+        result = worker.take()
+        if result is not None:
+            obs_tick, chunk, _ = result
+            queue.push(chunk, start_tick=obs_tick, now_tick=tick)
+            chunk_fresh_until = now + replan * period
+        decision = supervisor.tick(
+            TickReport(
+                now=now,
+                action_time=chunk_fresh_until,
+                observation_time=observation_time,
+                frames_changed=frames_changed,
+                bus_read_ok=bus_ok,
+                loop_s=time.perf_counter() - t_tick,
+            )
+        )
+        directives[decision.directive.name] = directives.get(decision.directive.name, 0) + 1
+        if decision.infer and obs is not None and not worker.busy and tick - last_request >= replan:
+            state = np.array([obs[f"{j}.pos"] for j in SO101_JOINTS], dtype=np.float32)
+            batch = {
+                OBS_STATE: torch.from_numpy(state)[None],
+                TASK: [instruction],
+                "source": [source],
+            }
+            for c in cameras:
+                batch[image_key(c)] = torch.from_numpy(np.ascontiguousarray(obs[c]))[None]
+            worker.submit(tick, batch)
+            last_request = tick
+        arm.gate.set_speed_scale(decision.speed_scale)
+        requested = queue.action(tick) if decision.directive == Directive.RUN else None
+        sent = None
+        if decision.directive in (Directive.RUN, Directive.HALT):
+            sent = arm.send(requested)
+        elif decision.directive in (Directive.HOLD, Directive.RELIEVE):
+            sent = arm.stop(f"supervisor: {', '.join(decision.reasons)}")
+        audit.write(
+            json.dumps(
+                {
+                    "tick": tick,
+                    "t": round(now - t_start, 4),
+                    "directive": decision.directive.name,
+                    "supervisor": list(decision.reasons),
+                    "requested": None if requested is None else np.round(requested, 3).tolist(),
+                    "sent": None if sent is None else np.round(sent.command, 3).tolist(),
+                    "gate": [] if sent is None else sent.reasons.names(),
+                    "seq": None if sent is None else sent.seq,
+                    "state": None
+                    if obs is None
+                    else [round(float(obs[f"{j}.pos"]), 3) for j in SO101_JOINTS],
+                    "safety_config_hash": config_hash,
+                }
+            )
+            + "\n"
+        )
+        if sent is None:  # PARK, POWER_CUT: leave the loop; teardown parks (skipped if bus died)
+            arm.bus_dead = decision.directive == Directive.POWER_CUT
+            print(f"stopping: {', '.join(decision.reasons)}", file=sys.stderr)
+            break
+        tick += 1
+        next_t += period
+        delay = next_t - time.perf_counter()
+        if delay < -period:
+            next_t = time.perf_counter()  # fell behind: don't burst to catch up
+        time.sleep(max(0.0, delay))
+    return {"ticks": tick, "periods_s": periods, "directives": directives}
+
+
+def _summary(stats: dict, gate, worker) -> dict:
+    periods = np.asarray(stats["periods_s"] or [0.0]) * 1e3
+    lat = np.asarray(worker.latency_s or [0.0]) * 1e3
+    return {
+        "ticks": stats["ticks"],
+        "period_p50_ms": float(np.percentile(periods, 50)),
+        "period_p99_ms": float(np.percentile(periods, 99)),
+        "period_max_ms": float(periods.max()),
+        "inference_p50_ms": float(np.percentile(lat, 50)),
+        "directives": stats["directives"],
+        "safety": gate.stats.as_dict() if gate else None,
+        "safety_config_hash": gate.config_hash if gate else None,
+    }
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
+    s = summary["safety"] or {}
+    print(
+        f"ran {summary['ticks']} ticks: period p50 {summary['period_p50_ms']:.1f} ms, p99 "
+        f"{summary['period_p99_ms']:.1f} ms; inference p50 {summary['inference_p50_ms']:.1f} ms; "
+        f"gate interventions {s.get('interventions', 0)} of {s.get('ticks', 0)} ticks\n"
+        f"summary: {run_dir / 'run_summary.json'}"
+    )
+
+
+def _ask_instruction() -> str:
+    if not sys.stdin.isatty():
+        raise ValueError("no --instruction given and no terminal to ask for one")
+    text = input("instruction (e.g. 'pick up the red cube'): ").strip()
+    if not text:
+        raise ValueError("an instruction is needed")
+    return text
+
+
+def _start_prompt(commands: list[str], stop: threading.Event) -> None:
+    """Reads typed lines (new instructions, 'stop') without blocking the loop."""
+    if not sys.stdin or not sys.stdin.isatty():
+        return
+
+    def read():
+        for line in sys.stdin:
+            if line.strip():
+                commands.append(line.strip())
+        stop.set()  # EOF (Ctrl-D) stops too
+
+    threading.Thread(target=read, name="prompt", daemon=True).start()
