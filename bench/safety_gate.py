@@ -106,7 +106,12 @@ class LerobotClamp:
 
 
 def corpus(args) -> dict:
+    import logging
+
     from tqdm import tqdm
+
+    # lerobot's clamp logs a warning for every capped goal: thousands here.
+    logging.disable(logging.WARNING)
 
     config = SafetyConfig()
     checker = InvariantChecker(config)

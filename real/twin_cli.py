@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from real.feetech_twin import SO101Twin, TwinConfig
+from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
 from real.feetech_twin.cameras import TwinCameraPublisher, announce, announcement_path
 
 
@@ -33,11 +33,14 @@ class TwinCommandConfig(TwinConfig):
     camera_port: int = 0
     # Camera publishing rate (frames/s).
     camera_fps: float = 30.0
+    # Serve a clean bus for this many seconds, then inject --faults.* (so that a client can
+    # connect and configure the servos first, as on a bus that degrades while running).
+    faults_after_s: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
-        if self.duration_s < 0 or self.status_every_s < 0:
-            raise ValueError("duration_s and status_every_s must be >= 0")
+        if self.duration_s < 0 or self.status_every_s < 0 or self.faults_after_s < 0:
+            raise ValueError("duration_s, status_every_s and faults_after_s must be >= 0")
         if not 0 <= self.camera_port <= 65535 or self.camera_fps <= 0:
             raise ValueError("camera_port must be in 0..65535 and camera_fps > 0")
 
@@ -61,6 +64,9 @@ def serve(cfg: TwinCommandConfig) -> None:
     cameras = None
     try:
         twin.start()
+        if cfg.faults_after_s:
+            twin.set_faults(FaultConfig())
+        faults_at = time.monotonic() + cfg.faults_after_s if cfg.faults_after_s else None
         calib_path = twin.write_calibration()
         if cfg.publish_cameras:
             cameras = TwinCameraPublisher(twin, cfg.camera_port, cfg.camera_fps).start()
@@ -91,6 +97,10 @@ def serve(cfg: TwinCommandConfig) -> None:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             stop.wait(0.1)
+            if faults_at is not None and time.monotonic() >= faults_at:
+                twin.set_faults(cfg.faults)
+                print(f"faults on: {cfg.faults}", flush=True)
+                faults_at = None
             if cfg.status_every_s and time.monotonic() >= next_status:
                 print(_status_line(twin), flush=True)
                 next_status += cfg.status_every_s

@@ -4,78 +4,17 @@ lerobot's SO-101 driver and lerobot's zmq cameras, every command through the saf
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from lerobot.robots.so_follower import SO101FollowerConfig
 
+from real.feetech_twin.process import TwinProcess
 from real.run import ChunkQueue, RunConfig, run
 from real.safety_check import recheck_audit_log
 
 ROBOT_ID = "run_test"
-
-
-class TwinProcess:
-    """`armvla twin` in a subprocess; parses its port and cube-lift status lines."""
-
-    def __init__(self, calib_dir: Path, seed: int):
-        env = {**os.environ, "MUJOCO_GL": "egl"}
-        cmd = [
-            sys.executable,
-            "-m",
-            "policy.cli",
-            "twin",
-            f"--robot_id={ROBOT_ID}",
-            f"--calibration_dir={calib_dir}",
-            f"--seed={seed}",
-            "--status_every_s=0.25",
-        ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self.port: str | None = None
-        self.cameras_ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + 120
-        while not self.cameras_ready.is_set():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError("twin did not start:\n" + "\n".join(self.lines))
-            time.sleep(0.05)
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            m = re.match(r"SO-101 twin serving on (\S+)", line)
-            if m:
-                self.port = m.group(1)
-            if line.startswith("cameras"):
-                self.cameras_ready.set()
-
-    def max_lift_cm(self) -> dict[str, float]:
-        best: dict[str, float] = {}
-        for line in list(self.lines):
-            m = re.search(r"cube_lift_cm=(\{.*\})", line)
-            if m:
-                for color, cm in json.loads(m.group(1)).items():
-                    best[color] = max(best.get(color, 0.0), cm)
-        return best
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def test_chunk_queue_indexes_by_tick_and_blends_a_late_chunk():
@@ -98,7 +37,7 @@ def test_run_needs_a_robot_and_valid_options():
 
 @pytest.mark.slow
 def test_policy_picks_the_red_cube_on_the_twin_through_lerobot(tmp_path):
-    twin = TwinProcess(tmp_path / "calib", seed=1_000_006)
+    twin = TwinProcess(tmp_path / "calib", robot_id=ROBOT_ID, seed=1_000_006)
     try:
         robot = SO101FollowerConfig(port=twin.port, id=ROBOT_ID, calibration_dir=tmp_path / "calib")
         summary = run(
