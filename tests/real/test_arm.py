@@ -26,11 +26,9 @@ TORQUE = BY_NAME["Torque_Enable"].address
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
     calib_dir = tmp_path_factory.mktemp("calibration")
-    twin = SO101Twin(TwinConfig(robot_id=ROBOT_ID, calibration_dir=calib_dir, seed=4))
-    twin.start()
-    twin.write_calibration()
-    yield twin
-    twin.close()
+    with SO101Twin(TwinConfig(robot_id=ROBOT_ID, calibration_dir=calib_dir, seed=4)) as twin:
+        twin.write_calibration()
+        yield twin
 
 
 class WireLog:

@@ -27,11 +27,9 @@ ROBOT_ID = "twin_test"
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
     calib_dir = tmp_path_factory.mktemp("calibration")
-    twin = SO101Twin(TwinConfig(robot_id=ROBOT_ID, calibration_dir=calib_dir, seed=3))
-    twin.start()
-    twin.write_calibration()
-    yield twin
-    twin.close()
+    with SO101Twin(TwinConfig(robot_id=ROBOT_ID, calibration_dir=calib_dir, seed=3)) as twin:
+        twin.write_calibration()
+        yield twin
 
 
 @pytest.fixture
