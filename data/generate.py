@@ -77,6 +77,11 @@ class GenerateConfig:
     # 222/300 when the dataset stored the gated command, not the expert's request. Evaluation
     # and the arm always gate; the hash of the limits is stored with the demos either way.
     safety_gate: bool = False
+    # Plan the expert's motion inside the safety gate's limits (joint speed and acceleration,
+    # tool speed, soft joint range), so every demo command is one the gate passes unchanged and
+    # a policy trained on them asks for motion the gated arm executes as asked. Measured with
+    # the shipped checkpoint's recipe: see policy/checkpoints/pick_color_cube/README.md.
+    expert_limits: bool = True
 
     def __post_init__(self):
         if self.episodes < 1:
@@ -117,12 +122,34 @@ def _init_worker(
     _worker_expert_cls = getattr(importlib.import_module(module), cls)
 
 
-def run_expert_episode(seed: int, variation: bool = True, miss_prob: float = 0.0) -> dict:
+def expert_motion_limits(config: SafetyConfig | None = None):
+    """The safety gate's limits as the scripted expert plans with them (lerobot units)."""
+    from real.safety_config import joint_limits_rad
+    from sim import so101
+    from sim.expert import MotionLimits
+
+    cfg = config or SafetyConfig()
+    ranges = joint_limits_rad()
+    return MotionLimits(
+        step=np.rad2deg(cfg.step_limit()),
+        accel=np.rad2deg(cfg.accel_limit()),
+        low=so101.from_radians(ranges[:, 0] + cfg.joint_margin_rad),
+        high=so101.from_radians(ranges[:, 1] - cfg.joint_margin_rad),
+        tool_speed=cfg.tool_speed_cap() * cfg.dt,
+    )
+
+
+def run_expert_episode(
+    seed: int, variation: bool = True, miss_prob: float = 0.0, limits: bool = False
+) -> dict:
     """Runs one expert episode in this worker's env; returns its frames stacked per key."""
     raise_if_setup_failed()
     env = _worker_env
     obs, _ = env.reset(seed=seed)
-    kwargs = {"miss_prob": miss_prob} if miss_prob else {}  # experts without recovery work too
+    # Only options that are on are passed, so experts without them work too.
+    kwargs = {"miss_prob": miss_prob} if miss_prob else {}
+    if limits:
+        kwargs["limits"] = expert_motion_limits()
     expert = _worker_expert_cls(env.unwrapped, seed=seed, variation=variation, **kwargs)
     gated = hasattr(env, "gate")
     frames: dict[str, list] = {}
@@ -234,6 +261,11 @@ def generate(cfg: GenerateConfig) -> dict:
             f"cannot resume {cfg.out}: its demos were generated with --safety_gate="
             f"{str(meta['safety_gate']).lower()}; use the same setting or a new --out"
         )
+    if meta.setdefault("expert_limits", cfg.expert_limits) != cfg.expert_limits:
+        raise ValueError(
+            f"cannot resume {cfg.out}: its demos were generated with --expert_limits="
+            f"{str(meta['expert_limits']).lower()}; use the same setting or a new --out"
+        )
     meta.setdefault("safety_interventions", 0)
     meta.setdefault("safety_ticks", 0)
     meta.setdefault("episode_seeds", [])
@@ -263,7 +295,10 @@ def generate(cfg: GenerateConfig) -> dict:
     bar = tqdm(total=cfg.episodes, desc=f"generate {cfg.task.name}", unit="ep")
     try:
         run = partial(
-            run_expert_episode, variation=cfg.expert_variation, miss_prob=cfg.recovery_prob
+            run_expert_episode,
+            variation=cfg.expert_variation,
+            miss_prob=cfg.recovery_prob,
+            limits=cfg.expert_limits,
         )
         results = pool.imap(run, seeds)
         for result in results:

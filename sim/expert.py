@@ -14,21 +14,48 @@ on the real arm would learn the same correction.
 
 Each episode draws small variations (heights, speeds, grasp offsets, gripper opening)
 from the expert's own generator so that demos are not all identical.
+
+Given the safety gate's limits (:class:`MotionLimits`), the expert plans inside them: each
+segment is slowed until its joint steps, their changes (acceleration) and the tool and elbow
+speeds stay under a fraction of the limits, the gripper ramps instead of jumping, and no joint
+is sent past the gate's soft range. A demo is then exactly what the gated arm executes, so a
+policy trained on it asks for motions the gate passes unchanged instead of ones it has to
+smooth and lag (the arm behind its own plan is a state no demo shows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mink
 import mujoco
 import numpy as np
+from scipy.interpolate import CubicSpline
 
 from sim import so101
 from sim.envs.pick_color_cube import PickColorCubeEnv
+from sim.ik import TopDownIK
 
 PAN_AXIS_XY = np.array([0.0388353, 0.0])
 MAX_ATTEMPTS = 3  # grasps per episode before the expert gives up
+ELBOW_OFFSET = np.array([0.0, 0.0, 0.0182])  # the gate's elbow point in the lower_arm frame
+
+
+@dataclass(frozen=True)
+class MotionLimits:
+    """Per-tick motion limits the expert plans inside (the safety gate's, in lerobot units).
+
+    ``step``/``accel`` are [6] degrees per tick and per tick² of the commanded joints (the
+    gripper's in degrees of its jaw joint), ``low``/``high`` [6] the soft range in lerobot units,
+    ``tool_speed`` metres per tick for the tool point and the elbow. ``fraction`` of each limit
+    is used, leaving the gate a margin for the gravity feed-forward and rounding.
+    """
+
+    step: np.ndarray
+    accel: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    tool_speed: float
+    fraction: float = 0.8
 
 
 @dataclass
@@ -44,7 +71,12 @@ class PickCubeExpert:
     """Solves PickColorCube-v1 from privileged state (cube poses) of an unwrapped env."""
 
     def __init__(
-        self, env, seed: int | None = None, variation: bool = True, miss_prob: float = 0.0
+        self,
+        env,
+        seed: int | None = None,
+        variation: bool = True,
+        miss_prob: float = 0.0,
+        limits: MotionLimits | None = None,
     ):
         """Args:
         env: a PickColorCube env (wrappers are looked through).
@@ -53,6 +85,8 @@ class PickCubeExpert:
         miss_prob: probability per episode that the named cube is pushed out of the jaws as
             they start to close, so the demo shows the expert noticing the empty grasp,
             opening and grasping again (recovery demos). 0 keeps demos identical to before.
+        limits: plan every motion inside these limits (module docstring); None plans at the
+            expert's own speeds and leaves limiting to whoever executes the commands.
         """
         if not 0.0 <= miss_prob <= 1.0:
             raise ValueError(f"miss_prob must be in [0, 1], got {miss_prob}")
@@ -60,14 +94,10 @@ class PickCubeExpert:
         self.rng = np.random.default_rng(seed)
         self.variation = variation
         self.miss_prob = miss_prob
+        self.limits = limits
         self.arm_model = mujoco.MjModel.from_xml_path(str(so101.ARM_XML))
         self.arm_data = mujoco.MjData(self.arm_model)
-        self._cfg = mink.Configuration(self.arm_model)
-        self._grasp_task = mink.FrameTask(
-            "grasp", "site", position_cost=1.0, orientation_cost=0.1, lm_damping=1e-3
-        )
-        self._posture = mink.PostureTask(self.arm_model, cost=1e-3)
-        self._limits = [mink.ConfigurationLimit(self.arm_model)]
+        self._ik_solver = TopDownIK(self.arm_model)
         self._kp = float(self.arm_model.actuator_gainprm[0, 0])
         self.reset()
 
@@ -88,6 +118,9 @@ class PickCubeExpert:
         self._phase = 0
         self._queue: list[np.ndarray] = []
         self._gripper_pct = self.p["open_pct"]
+        self._grip_cmd: float | None = None  # the gripper command sent (ramped under limits)
+        self._grip_vel = 0.0
+        self._sent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._last_q: np.ndarray | None = None
         self._close_ticks = 0
         self._last_grip: float | None = None
@@ -115,6 +148,8 @@ class PickCubeExpert:
         yaw = self._grasp_yaw(cube, env.cube_yaws()[env.target])
         q_now = self._last_q if self._last_q is not None else env.arm_qpos()
         grasp_z = cube[2] + p["grasp_dz"]
+        if self.limits is not None:  # closing jaws swing their tips ~3 mm down: keep off the table
+            grasp_z += 0.005
 
         if self._phase == 0:  # above the cube, then straight down, in one unbroken motion
             self._gripper_pct = p["open_pct"]
@@ -127,9 +162,13 @@ class PickCubeExpert:
                 path.append(q)
             approach = self._ticks_for_joints(np.vstack([q_now, q_pre]), p["speed"])
             descent = self._ticks_for_distance(p["pre_height"], p["descend_speed"])
-            self._queue_segment(
-                q_now, path, ticks=approach + descent, stage_ticks=(approach, descent)
-            )
+            if self.limits is None:
+                self._queue_segment(
+                    q_now, path, ticks=approach + descent, stage_ticks=(approach, descent)
+                )
+            else:  # the corner at q_pre, taken at speed, would break the acceleration limit
+                self._queue_segment(q_now, [q_pre], ticks=approach)
+                self._queue_segment(q_pre, path[1:], ticks=descent)
         elif self._phase == 1:  # close the jaws; the lift starts as soon as they stop moving
             self._gripper_pct = 0.0
             if self._close_ticks == 0 and self._stage_miss and self._attempts == 0:
@@ -138,7 +177,10 @@ class PickCubeExpert:
             grip = so101.from_radians(env.arm_qpos())[5]
             settled = self._last_grip is not None and abs(grip - self._last_grip) < 0.5
             self._last_grip = grip
-            if not (self._close_ticks > 3 and settled) and self._close_ticks < p["close_ticks"]:
+            # Under limits the command ramps closed: wait for it (the squeeze grows with it).
+            cap = p["close_ticks"] + (30 if self.limits is not None else 0)
+            closing = not (self._close_ticks > 3 and settled) or self.gripper_ramping()
+            if closing and self._close_ticks < cap:
                 self._queue.append(q_now)
                 return  # stay in this phase: one tick at a time, reading the gripper
             if not self._holding_target() and self._attempts < MAX_ATTEMPTS - 1:
@@ -151,10 +193,16 @@ class PickCubeExpert:
                 q = self._ik(np.r_[target_xy, z], yaw, q)
                 path.append(q)
             ticks = self._ticks_for_distance(p["lift_height"], p["descend_speed"])
-            self._queue_segment(q_now, path, ticks=ticks, pause=0, profile="ease_out")
+            self._queue_segment(q_now, path, ticks=ticks, pause=0, profile=self._from_rest)
         else:  # hold the cube up until the episode ends
             self._queue.extend([q_now] * 30)
         self._phase += 1
+
+    @property
+    def _from_rest(self) -> str:
+        """Profile of a move that starts where the arm stands still: at speed at once, except
+        under limits, where that first step would break the acceleration limit."""
+        return "ease_out" if self.limits is None else "min_jerk"
 
     def _holding_target(self) -> bool:
         """Whether the named cube sits between the closed jaws (privileged check)."""
@@ -171,7 +219,7 @@ class PickCubeExpert:
         up = self.env.grasp_position() + np.array([0.0, 0.0, self.p["pre_height"]])
         q_up = self._ik(up, self._yaw, q_now)
         ticks = self._ticks_for_distance(self.p["pre_height"], self.p["descend_speed"])
-        self._queue_segment(q_now, [q_up], ticks=ticks, profile="ease_out")
+        self._queue_segment(q_now, [q_up], ticks=ticks, profile=self._from_rest)
         self._phase = 0
 
     def _push_target_out_of_the_jaws(self) -> None:
@@ -201,22 +249,9 @@ class PickCubeExpert:
 
     def _ik(self, pos: np.ndarray, yaw: float, q_init: np.ndarray) -> np.ndarray:
         """Joint radians [6] putting the grasp site at ``pos``, jaws down, rotated by ``yaw``."""
-        c, s = np.cos(yaw), np.sin(yaw)
-        rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        target = mink.SE3.from_rotation_and_translation(mink.SO3.from_matrix(rot), pos)
         q0 = np.array(q_init, dtype=np.float64).copy()
         q0[5] = so101.to_radians(np.r_[np.zeros(5), self._gripper_pct])[5]
-        self._cfg.update(q0)
-        self._grasp_task.set_target(target)
-        self._posture.set_target(q0)
-        tasks = [self._grasp_task, self._posture]
-        for _ in range(200):
-            vel = mink.solve_ik(self._cfg, tasks, 0.05, "daqp", damping=1e-3, limits=self._limits)
-            self._cfg.integrate_inplace(vel, 0.05)
-            err = self._grasp_task.compute_error(self._cfg)
-            if np.linalg.norm(err[:3]) < 5e-4 and np.linalg.norm(vel) < 1e-3:
-                break
-        return self._cfg.q.copy()
+        return self._ik_solver.solve(pos, yaw, q0)
 
     def _ticks_for_distance(self, dist: float, speed: float) -> int:
         return max(3, int(np.ceil(dist / speed / self.env.control_dt)))
@@ -240,35 +275,150 @@ class PickCubeExpert:
         waypoints = np.vstack([q_start, *path])
         if ticks is None:
             ticks = self._ticks_for_joints(waypoints, speed)
+        first, rest = stage_ticks if stage_ticks is not None else (ticks, 0)
+        smooth = self.limits is not None
+        if smooth:  # reaches the speed limit sooner than minimum jerk for the same peak accel
+            profile = "trapezoid"
+        samples = self._sample(waypoints, ticks, (first, rest), profile, smooth)
+        # Under limits: slow down the stage (or the whole segment) that breaks one, until none
+        # does. Each round lengthens it by 8 %, so 80 rounds allow ~470x: far beyond any move.
+        for _ in range(80 if self.limits is not None else 0):
+            bad = self._first_violation(samples, waypoints[0])
+            if bad is None:
+                break
+            if stage_ticks is not None and rest > 0 and bad >= first * ticks / (first + rest):
+                rest = int(np.ceil(rest * 1.08))
+            else:
+                first = int(np.ceil(first * 1.08))
+            ticks = first + rest
+            samples = self._sample(waypoints, ticks, (first, rest), profile, smooth)
+        self._queue.extend(samples)
+        self._queue.extend([waypoints[-1]] * pause)
+
+    @staticmethod
+    def _sample(waypoints, ticks, stage_ticks, profile, smooth=False) -> list[np.ndarray]:
+        """``ticks`` joint vectors along the path through ``waypoints``, timed by the profile;
+        ``stage_ticks`` shares the time between the first piece and the rest. The path is
+        piecewise linear, or with ``smooth`` a cubic spline: IK waypoints along a straight line
+        of the tool bend in joint space, and a corner taken at speed is an acceleration spike."""
         seg_len = np.linalg.norm(np.diff(waypoints, axis=0), axis=1)
-        if stage_ticks is not None and len(seg_len) > 1:
-            first, rest = stage_ticks
+        first, rest = stage_ticks
+        if rest > 0 and len(seg_len) > 1:
             tail = seg_len[1:]
             tail = tail / tail.sum() * rest if tail.sum() > 0 else np.full(len(tail), 0.0)
             seg_len = np.r_[first if seg_len[0] > 1e-9 else 0.0, tail]
-        # Minimum-jerk timing along the piecewise-linear joint path.
         cum = np.r_[0.0, np.cumsum(seg_len)]
         total = cum[-1] if cum[-1] > 0 else 1.0
+        spline = None
+        if smooth and len(waypoints) > 2 and np.all(seg_len > 1e-9):
+            spline = CubicSpline(np.r_[0.0, np.cumsum(seg_len)], waypoints, bc_type="natural")
+        out = []
         for i in range(1, ticks + 1):
             t = i / ticks
             if profile == "ease_out":
                 arc = (1.0 - (1.0 - t) ** 2) * total
-            else:
+            elif profile == "trapezoid":  # constant acceleration over the first and last 30 %
+                r, v = 0.3, 1.0 / 0.7
+                if t < r:
+                    arc = v * t * t / (2 * r) * total
+                elif t > 1 - r:
+                    arc = (1.0 - v * (1 - t) ** 2 / (2 * r)) * total
+                else:
+                    arc = v * (t - r / 2) * total
+            else:  # minimum jerk
                 arc = (10 * t**3 - 15 * t**4 + 6 * t**5) * total
+            if spline is not None:
+                out.append(spline(arc))
+                continue
             j = min(np.searchsorted(cum, arc, side="right") - 1, len(seg_len) - 1)
             frac = 0.0 if seg_len[j] == 0 else (arc - cum[j]) / seg_len[j]
-            self._queue.append(waypoints[j] + frac * (waypoints[j + 1] - waypoints[j]))
-        self._queue.extend([waypoints[-1]] * pause)
+            out.append(waypoints[j] + frac * (waypoints[j + 1] - waypoints[j]))
+        return out
+
+    def _first_violation(self, samples: list[np.ndarray], q_start: np.ndarray) -> int | None:
+        """Index of the first planned tick whose arm command would exceed a fraction of the
+        limits (joint step, its change, tool or elbow speed), counting from the commands
+        queued or sent before it; None when the whole plan fits."""
+        lim = self.limits
+        f = lim.fraction
+        # The two commands before the plan: already queued ones, else the last ones sent.
+        queued = [self._kinematics(q) for q in self._queue[-2:]]
+        history = (self._sent + queued)[-2:] or [self._kinematics(q_start)]
+        prev2, prev = (history * 2)[-2:]
+        for i, q in enumerate(samples):
+            now = self._kinematics(q)
+            step = now[0] - prev[0]
+            if np.any(np.abs(step) > f * lim.step[:5]):
+                return i
+            if np.any(np.abs(step - (prev[0] - prev2[0])) > f * lim.accel[:5]):
+                return i
+            moved = max(np.linalg.norm(now[1] - prev[1]), np.linalg.norm(now[2] - prev[2]))
+            if moved > f * lim.tool_speed:
+                return i
+            prev2, prev = prev, now
+        return None
+
+    def _kinematics(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Arm command [5] (degrees, with the gravity feed-forward) for the joint radians ``q``,
+        and the tool and elbow positions there."""
+        self.arm_data.qpos[:] = q
+        self.arm_data.qvel[:] = 0.0
+        mujoco.mj_forward(self.arm_model, self.arm_data)
+        cmd = np.array(q, dtype=np.float64)
+        cmd[:5] += self.arm_data.qfrc_bias[:5] / self._kp
+        tool = self.arm_data.site("grasp").xpos.copy()
+        body = self.arm_data.body("lower_arm")
+        elbow = body.xpos + body.xmat.reshape(3, 3) @ ELBOW_OFFSET
+        return np.rad2deg(cmd[:5]), tool, elbow
 
     def _command(self, q: np.ndarray) -> np.ndarray:
         """Joint target [6] in lerobot units, offset to cancel the servos' gravity sag."""
         q = np.array(q, dtype=np.float64)
-        q[5] = so101.to_radians(np.r_[np.zeros(5), self._gripper_pct])[5]
-        self.arm_data.qpos[:] = q
-        self.arm_data.qvel[:] = 0.0
-        mujoco.mj_forward(self.arm_model, self.arm_data)
-        sag = self.arm_data.qfrc_bias / self._kp
-        cmd = q.copy()
-        cmd[:5] += sag[:5]
-        out = so101.from_radians(cmd)
+        grip = self._gripper_command()
+        q[5] = so101.to_radians(np.r_[np.zeros(5), grip])[5]
+        arm_deg, tool, elbow = self._kinematics(q)
+        self._sent.append((arm_deg, tool, elbow))
+        del self._sent[:-2]
+        out = np.r_[arm_deg, grip]
+        if self.limits is not None:
+            return np.clip(out, self.limits.low, self.limits.high)
         return np.clip(out, so101.ACTION_LOW, so101.ACTION_HIGH)
+
+    def _gripper_command(self) -> float:
+        """The gripper target in %: the jaw's goal, reached by a speed- and acceleration-limited
+        ramp under limits (and clipped to their soft range), at once without."""
+        goal = self._gripper_pct
+        lim = self.limits
+        if lim is None:
+            return goal
+        goal = float(np.clip(goal, lim.low[5], lim.high[5]))
+        if self._grip_cmd is None:  # first command: the jaws start where they are
+            self._grip_cmd = float(
+                np.clip(so101.from_radians(self.env.arm_qpos())[5], lim.low[5], lim.high[5])
+            )
+        pct_per_deg = 100.0 / np.rad2deg(so101.GRIPPER_OPEN_RAD - so101.GRIPPER_CLOSED_RAD)
+        vmax = lim.fraction * lim.step[5] * pct_per_deg
+        amax = lim.fraction * lim.accel[5] * pct_per_deg
+        err = goal - self._grip_cmd
+        # Fastest speed from which the ramp can still stop at the goal, then the accel limit.
+        # (Discrete ticks: v + (v - a) + ... + a covers v²/2a + v/2.)
+        brake = np.sqrt(2.0 * amax * abs(err) + amax**2 / 4.0) - amax / 2.0
+        want = np.sign(err) * min(vmax, brake)
+        self._grip_vel = float(np.clip(want, self._grip_vel - amax, self._grip_vel + amax))
+        if abs(err) <= amax:
+            self._grip_vel, self._grip_cmd = 0.0, goal
+        else:
+            self._grip_cmd += self._grip_vel
+        return self._grip_cmd
+
+    def gripper_ramping(self) -> bool:
+        """Whether the gripper command is still on its way to the jaw's goal."""
+        return (
+            self.limits is not None
+            and self._grip_cmd is not None
+            and abs(
+                self._grip_cmd
+                - float(np.clip(self._gripper_pct, self.limits.low[5], self.limits.high[5]))
+            )
+            > 1e-6
+        )

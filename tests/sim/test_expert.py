@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import sim
+from data.generate import expert_motion_limits
 from data.keys import OBS_STATE
 from real.gated_env import SafetyGateWrapper
+from sim import so101
 from sim.envs.pick_color_cube import COLORS
 from sim.expert import PickCubeExpert
 
@@ -27,14 +29,16 @@ def env():
     env.close()
 
 
-def run_expert(env, env_seed: int, expert_seed: int, target: str | None = None, states=None):
+def run_expert(
+    env, env_seed: int, expert_seed: int, target: str | None = None, states=None, limits=None
+):
     """One expert episode: (success, actions [T, 6], target color).
 
     ``states``, if a list, receives the observed joint state [6] after every step.
     """
     options = {"target": target} if target else None
     obs, info = env.reset(seed=env_seed, options=options)
-    expert = PickCubeExpert(env, seed=expert_seed)
+    expert = PickCubeExpert(env, seed=expert_seed, limits=limits)
     actions = []
     for _ in range(MAX_STEPS):
         action = expert.act(obs)
@@ -68,6 +72,52 @@ def gated_env():
 def test_expert_succeeds_through_the_safety_gate(gated_env, seed):
     success, actions, _ = run_expert(gated_env, env_seed=seed, expert_seed=seed)
     assert success, f"gated expert failed on seed {seed} ({len(actions)} steps)"
+
+
+def _gated_rollout(env, seed: int, limits):
+    """(success, requested [T, 6], sent [T, 6], gate reasons per tick) of one expert episode."""
+    obs, _ = env.reset(seed=seed)
+    expert = PickCubeExpert(env.unwrapped, seed=seed, limits=limits)
+    requested, sent, reasons = [], [], []
+    for _ in range(MAX_STEPS):
+        action = expert.act(obs)
+        obs, _, terminated, truncated, info = env.step(action)
+        requested.append(action)
+        sent.append(info["safety"]["command"])
+        reasons.append(info["safety"]["reasons"])
+        if terminated or truncated:
+            break
+    return info["success"], np.array(requested), np.array(sent), reasons
+
+
+@pytest.mark.parametrize("seed", [0, 1, 6])
+def test_expert_under_limits_needs_no_gate_intervention(gated_env, seed):
+    """Planned inside the gate's limits, the expert's commands break none of them: the gate
+    only trails a moving target by the distance it needs to stop on it (its braking bound),
+    a few degrees. Without limits it rewrites a third of them and the arm lags its plan by
+    over 10 degrees."""
+    success, requested, sent, reasons = _gated_rollout(gated_env, seed, expert_motion_limits())
+    assert success
+    # The first tick engages the gate (its guarded ramp); from then on no limit is hit.
+    assert [r for r in reasons[1:] if r] == []
+    assert np.abs(sent - requested)[1:, :5].max() < 6.0
+    steps = np.abs(np.diff(requested, axis=0))
+    assert (steps <= expert_motion_limits().step + 1e-6).all()
+    _, free_requested, free_sent, free_reasons = _gated_rollout(gated_env, seed, None)
+    assert np.abs(free_sent - free_requested)[:, :5].max() > 10.0
+    assert sum(bool(r) for r in free_reasons) > 0.2 * len(free_reasons)
+
+
+def test_expert_under_limits_ramps_the_gripper(env):
+    """The jaws close along a speed-limited ramp, never in one jump, and stop at the soft end."""
+    limits = expert_motion_limits()
+    success, actions, _ = run_expert(env, env_seed=2, expert_seed=2, limits=limits)
+    assert success
+    grip = actions[:, 5]
+    pct_per_deg = 100.0 / np.rad2deg(so101.GRIPPER_OPEN_RAD - so101.GRIPPER_CLOSED_RAD)
+    assert np.abs(np.diff(grip)).max() <= limits.step[5] * pct_per_deg + 1e-6
+    assert grip.min() >= limits.low[5] - 1e-9
+    assert np.isclose(grip.min(), limits.low[5])  # closed as far as the gate allows
 
 
 @pytest.mark.slow
