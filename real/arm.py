@@ -17,6 +17,7 @@ the wire against the gate's decisions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,11 +27,41 @@ import numpy as np
 
 from data.keys import SO101_JOINTS, SO101_MOTOR_FEATURES
 from real.safety_gate import GateDecision, Reason, SafetyGate
+from real.supervisor import ServoHealth
 
 logger = logging.getLogger(__name__)
 
 # Park pose (lerobot units): folded over the base, gripper half open. Reached through the gate.
 PARK_POSE = np.array([0.0, -95.0, 90.0, 70.0, 0.0, 30.0])
+# STS3215 registers of a health poll (FEETECH.md), and the current register's unit.
+HEALTH_REGISTERS = ("Present_Temperature", "Present_Voltage", "Present_Current", "Status")
+CURRENT_A_PER_UNIT = 0.0065
+
+
+class HealthPoller:
+    """Polls servo health at ``rate_hz`` (SAFETY.md 13: >= 2 Hz) from a control loop's ticks.
+
+    ``poll(tick)`` returns a :class:`ServoHealth` on the ticks due (None otherwise) and raises
+    what the bus raises, which the loop counts as a failed read.
+    """
+
+    def __init__(self, arm: GatedArm, fps: float, rate_hz: float = 3.0):
+        if rate_hz < 2.0:
+            raise ValueError(f"servo health must be polled at >= 2 Hz, got {rate_hz}")
+        self.arm = arm
+        self.every = max(1, int(fps // rate_hz))
+
+    def poll(self, tick: int) -> ServoHealth | None:
+        return self.arm.read_health() if tick % self.every == 0 else None
+
+
+def tracking_error_rad(command: np.ndarray | None, obs: dict | None) -> float:
+    """Largest |command - measured| over the five arm joints (rad). The gripper is left out: it
+    holds an object by pressing on it, which its torque limit and grasp-hold handle."""
+    if command is None or obs is None:
+        return 0.0
+    measured = np.array([obs[f"{j}.pos"] for j in SO101_JOINTS[:5]], dtype=np.float64)
+    return float(np.deg2rad(np.abs(np.asarray(command[:5]) - measured).max()))
 
 
 class GatedArm:
@@ -39,6 +70,8 @@ class GatedArm:
     gate: the safety gate (built with the robot's calibration).
     park_pose: where :meth:`close` parks before torque off (lerobot units), None to skip.
     park_timeout_s: longest guarded park before torque off.
+    present_tolerance_steps: how far (encoder steps, ~0.09° each) outside its calibrated range a
+        joint may read at connect before the calibration is taken to be wrong.
     """
 
     def __init__(
@@ -47,8 +80,10 @@ class GatedArm:
         gate: SafetyGate,
         park_pose: np.ndarray | None = PARK_POSE,
         park_timeout_s: float = 3.0,
+        present_tolerance_steps: int = 50,
     ):
         self.robot = robot
+        self.present_tolerance_steps = present_tolerance_steps
         self.gate = gate
         self.park_pose = None if park_pose is None else np.asarray(park_pose, dtype=np.float64)
         self.park_timeout_s = park_timeout_s
@@ -69,12 +104,27 @@ class GatedArm:
             bus = robot.bus
             bus.disable_torque()
             present = bus.sync_read("Present_Position", normalize=False)
+            problems = calibration_problems(robot, present, self.present_tolerance_steps)
+            if problems:  # SAFETY.md 19: the torque stays off
+                raise CalibrationMismatchError(
+                    "refusing torque: the calibration does not match the arm: "
+                    + "; ".join(problems)
+                    + f". Recalibrate: lerobot-calibrate --robot.type={robot.name} "
+                    f"--robot.port={getattr(robot.config, 'port', '<port>')} --robot.id={robot.id}"
+                )
             bus.sync_write("Goal_Position", present, normalize=False)
             original_configure()
 
         robot.configure = configure_holding_present
         try:
             robot.connect(calibrate=calibrate)
+        except BaseException:
+            with contextlib.suppress(Exception):  # torque stays off; free the port for a retry
+                if robot.is_connected:
+                    robot.disconnect()
+                else:
+                    robot.bus.disconnect(disable_torque=False)
+            raise
         finally:
             robot.configure = original_configure
         self._connected = True
@@ -91,6 +141,23 @@ class GatedArm:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def read_health(self) -> ServoHealth:
+        """One poll of every servo's temperature, supply voltage, current and status bits."""
+        bus = self.robot.bus
+        with self._lock:  # between two goal writes, never in the middle of one
+            regs = {name: bus.sync_read(name, normalize=False) for name in HEALTH_REGISTERS}
+        motors = list(bus.motors)
+
+        def column(name: str) -> np.ndarray:
+            return np.array([regs[name][m] for m in motors], dtype=np.float64)
+
+        return ServoHealth(
+            temperature_c=column("Present_Temperature"),
+            voltage_v=column("Present_Voltage") * 0.1,  # 0.1 V units
+            current_a=column("Present_Current") * CURRENT_A_PER_UNIT,
+            status=column("Status").astype(np.int64),
+        )
 
     # ------------------------------------------------------------------ commands
     def send(self, action, stamp: float | None = None, now: float | None = None) -> GateDecision:
@@ -155,6 +222,43 @@ class GatedArm:
                 break
             time.sleep(period)
         self._write(self.gate.latch("parked"))
+
+
+class CalibrationMismatchError(ValueError):
+    """The servos' EEPROM, the calibration file and the present positions disagree."""
+
+
+def calibration_problems(robot, present_raw: dict[str, int], tolerance_steps: int) -> list[str]:
+    """What disagrees between the calibration file, the servos' EEPROM limits (and homing
+    offsets) and the present positions (raw steps), one line per problem; [] when all agree."""
+    expected = robot.calibration or {}
+    if not expected:
+        return ["no calibration file for this robot id"]
+    bus = robot.bus
+    in_servos = bus.read_calibration()
+    problems = []
+    for name, want in expected.items():
+        have = in_servos.get(name)
+        if have is None:
+            problems.append(f"{name} is in the calibration file but not on the bus")
+            continue
+        if (have.range_min, have.range_max) != (want.range_min, want.range_max):
+            problems.append(
+                f"{name}: servo EEPROM range {have.range_min}-{have.range_max}, "
+                f"file {want.range_min}-{want.range_max}"
+            )
+        if getattr(bus, "protocol_version", 0) == 0 and have.homing_offset != want.homing_offset:
+            problems.append(
+                f"{name}: servo homing offset {have.homing_offset}, file {want.homing_offset}"
+            )
+        raw = present_raw.get(name)
+        lo, hi = want.range_min - tolerance_steps, want.range_max + tolerance_steps
+        if raw is not None and not lo <= raw <= hi:
+            problems.append(
+                f"{name}: present position {raw} outside its calibrated range "
+                f"{want.range_min}-{want.range_max}"
+            )
+    return problems
 
 
 def action_dict(values: np.ndarray) -> dict[str, float]:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from data.keys import OBS_STATE, SO101_JOINTS, SOURCE_REAL, SOURCE_SIM, TASK, image_key
-from real.arm import GatedArm
+from real.arm import GatedArm, HealthPoller, tracking_error_rad
 from real.safety_config import SafetyConfig
 from real.safety_gate import SafetyGate
 from real.supervisor import Directive, Supervisor, TickReport
@@ -168,8 +168,9 @@ class ChunkQueue:
         self.chunk = None
 
 
-def _twin_cameras(robot_cfg, names: list[str]) -> None:
-    """Fills in lerobot zmq cameras for a twin started by `armvla twin` on robot_cfg.port."""
+def _twin_cameras(robot_cfg, names: list[str] | None) -> None:
+    """Fills in lerobot zmq cameras for a twin started by `armvla twin` on robot_cfg.port
+    (``names``: the cameras wanted, None for all the twin renders)."""
     from lerobot.cameras.zmq import ZMQCameraConfig
 
     from real.feetech_twin.cameras import find_announcement
@@ -177,6 +178,7 @@ def _twin_cameras(robot_cfg, names: list[str]) -> None:
     info = find_announcement(getattr(robot_cfg, "port", "") or "")
     if info is None:
         return
+    names = list(info["cameras"]) if names is None else names
     missing = [n for n in names if n not in info["cameras"]]
     if missing:
         raise ValueError(f"the twin on {robot_cfg.port} renders {info['cameras']}, not {missing}")
@@ -196,10 +198,76 @@ def _calibration_dict(robot) -> dict:
     }
 
 
-def run(cfg: RunConfig) -> dict:
-    """Runs the control loop until stopped; returns timing and safety statistics."""
+def connect_gated_arm(
+    robot_cfg, fps: float, no_person_present: bool, cameras: list[str] | None
+) -> GatedArm:
+    """lerobot's robot for ``robot_cfg`` behind a SafetyGate with its calibration, connected
+    with goal := present before torque on. ``cameras``: the ones needed (None: any); a twin's
+    are filled in from its port when the config names none."""
     from lerobot.robots import make_robot_from_config
 
+    if not robot_cfg.cameras:
+        _twin_cameras(robot_cfg, cameras)
+    missing = [c for c in cameras or [] if c not in (robot_cfg.cameras or {})]
+    if missing:
+        raise ValueError(
+            f"the policy needs cameras {cameras}; --robot.cameras has no {missing} "
+            f'(e.g. --robot.cameras="{{{missing[0]}: {{type: opencv, index_or_path: 0}}}}")'
+        )
+    robot = make_robot_from_config(robot_cfg)
+    calibration = _calibration_dict(robot)
+    if not calibration:
+        raise ValueError(
+            f"no calibration for robot id {robot_cfg.id!r}: run lerobot-calibrate "
+            f"--robot.type={robot_cfg.type} --robot.port={robot_cfg.port} "
+            f"--robot.id={robot_cfg.id} first"
+        )
+    safety = SafetyConfig(control_hz=float(fps), no_person_present=no_person_present)
+    arm = GatedArm(robot, SafetyGate(safety, calibration=calibration))
+    arm.connect()  # goal := present before torque on; the gate engages there
+    return arm
+
+
+def observation_times(robot, obs, now: float, last_stamps):
+    """(observation time on the ``time.monotonic`` clock or None, whether every camera has a
+    new frame, the stamps to pass next tick), from lerobot's capture timestamps
+    (``time.perf_counter``): a still scene gives identical frames, a frozen camera no new
+    capture."""
+    stamps = [getattr(cam, "latest_timestamp", None) for cam in robot.cameras.values()]
+    if obs is None:
+        return None, True, last_stamps
+    if not all(t is not None for t in stamps):
+        return now, True, last_stamps
+    observation_time = now - (time.perf_counter() - min(stamps))
+    changed = last_stamps is None or all(a > b for a, b in zip(stamps, last_stamps, strict=True))
+    return observation_time, changed, stamps
+
+
+def audit_row(tick: int, t: float, decision, requested, sent, obs, config_hash: str) -> dict:
+    """One tick of the audit log: the supervisor's directive, the request, what the gate sent
+    and why, the measured state and the safety config hash (re-checked by recheck_audit_log)."""
+    return {
+        "tick": tick,
+        "t": round(t, 4),
+        "directive": decision.directive.name,
+        "supervisor": list(decision.reasons),
+        "requested": None if requested is None else _rounded(requested),
+        "sent": None if sent is None else np.round(sent.command, 3).tolist(),
+        "gate": [] if sent is None else sent.reasons.names(),
+        "seq": None if sent is None else sent.seq,
+        "state": None if obs is None else [round(float(obs[f"{j}.pos"]), 3) for j in SO101_JOINTS],
+        "safety_config_hash": config_hash,
+    }
+
+
+def _rounded(action) -> list[float]:
+    if isinstance(action, dict):
+        action = [action[f"{j}.pos"] for j in SO101_JOINTS]
+    return np.round(np.asarray(action, dtype=np.float64), 3).tolist()
+
+
+def run(cfg: RunConfig) -> dict:
+    """Runs the control loop until stopped; returns timing and safety statistics."""
     from policy.checkpoint import load_policy
 
     policy = load_policy(cfg.policy)
@@ -209,17 +277,7 @@ def run(cfg: RunConfig) -> dict:
     source = cfg.source or (SOURCE_REAL if SOURCE_REAL in sources else SOURCE_SIM)
     if source not in sources:
         raise ValueError(f"--source={source}: the policy has statistics for {sources} only")
-    if not cfg.robot.cameras:
-        _twin_cameras(cfg.robot, list(pcfg.cameras))
-    missing = [c for c in pcfg.cameras if c not in (cfg.robot.cameras or {})]
-    if missing:
-        raise ValueError(
-            f"the policy needs cameras {list(pcfg.cameras)}; --robot.cameras has no {missing} "
-            f'(e.g. --robot.cameras="{{{missing[0]}: {{type: opencv, index_or_path: 0}}}}")'
-        )
     instruction = cfg.instruction or _ask_instruction()
-    robot = make_robot_from_config(cfg.robot)
-    safety = SafetyConfig(control_hz=cfg.fps, no_person_present=cfg.no_person_present)
     run_dir = cfg.out / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -233,15 +291,7 @@ def run(cfg: RunConfig) -> dict:
     worker = InferenceWorker(policy)
     stats = {"ticks": 0, "periods_s": [], "directives": {}}
     try:
-        calibration = _calibration_dict(robot)
-        if not calibration:
-            raise ValueError(
-                f"no calibration for robot id {cfg.robot.id!r}: run lerobot-calibrate "
-                f"--robot.type={cfg.robot.type} --robot.port={cfg.robot.port} "
-                f"--robot.id={cfg.robot.id} first"
-            )
-        arm = GatedArm(robot, SafetyGate(safety, calibration=calibration))
-        arm.connect()  # goal := present before torque on; the gate engages there
+        arm = connect_gated_arm(cfg.robot, cfg.fps, cfg.no_person_present, list(pcfg.cameras))
         gc.freeze()  # collections of the torch heap would stall the loop by ~100 ms
         with (run_dir / "audit.jsonl").open("w") as audit:
             stats.update(_loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit))
@@ -262,6 +312,8 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
 
     cameras = list(pcfg.cameras)
     supervisor = Supervisor(arm.gate.config)
+    poller = HealthPoller(arm, cfg.fps)
+    last_command = None
     queue = ChunkQueue(pcfg.blend_steps)
     period = 1.0 / cfg.fps
     replan = pcfg.replan_every
@@ -299,19 +351,15 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             bus_ok = False
             logger.warning("observation failed: %s", exc)
-        # Camera freshness from lerobot's capture timestamps (time.perf_counter): a still scene
-        # gives identical frames, a frozen camera gives no new capture.
-        stamps = [getattr(cam, "latest_timestamp", None) for cam in arm.robot.cameras.values()]
-        observation_time = None
-        frames_changed = True
-        if obs is not None and all(t is not None for t in stamps):
-            observation_time = now - (time.perf_counter() - min(stamps))
-            frames_changed = last_stamps is None or all(
-                a > b for a, b in zip(stamps, last_stamps, strict=True)
-            )
-            last_stamps = stamps
-        elif obs is not None:
-            observation_time = now
+        observation_time, frames_changed, last_stamps = observation_times(
+            arm.robot, obs, now, last_stamps
+        )
+        health = None
+        try:
+            health = poller.poll(tick)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            bus_ok = False
+            logger.warning("servo health poll failed: %s", exc)
         result = worker.take()
         if result is not None:
             obs_tick, chunk, _ = result
@@ -324,6 +372,8 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
                 observation_time=observation_time,
                 frames_changed=frames_changed,
                 bus_read_ok=bus_ok,
+                tracking_error_rad=tracking_error_rad(last_command, obs),
+                health=health,
                 loop_s=time.perf_counter() - t_tick,
             )
         )
@@ -346,25 +396,9 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
             sent = arm.send(requested)
         elif decision.directive in (Directive.HOLD, Directive.RELIEVE):
             sent = arm.stop(f"supervisor: {', '.join(decision.reasons)}")
-        audit.write(
-            json.dumps(
-                {
-                    "tick": tick,
-                    "t": round(now - t_start, 4),
-                    "directive": decision.directive.name,
-                    "supervisor": list(decision.reasons),
-                    "requested": None if requested is None else np.round(requested, 3).tolist(),
-                    "sent": None if sent is None else np.round(sent.command, 3).tolist(),
-                    "gate": [] if sent is None else sent.reasons.names(),
-                    "seq": None if sent is None else sent.seq,
-                    "state": None
-                    if obs is None
-                    else [round(float(obs[f"{j}.pos"]), 3) for j in SO101_JOINTS],
-                    "safety_config_hash": config_hash,
-                }
-            )
-            + "\n"
-        )
+        last_command = None if sent is None else sent.command
+        row = audit_row(tick, now - t_start, decision, requested, sent, obs, config_hash)
+        audit.write(json.dumps(row) + "\n")
         if sent is None:  # PARK, POWER_CUT: leave the loop; teardown parks (skipped if bus died)
             arm.bus_dead = decision.directive == Directive.POWER_CUT
             print(f"stopping: {', '.join(decision.reasons)}", file=sys.stderr)

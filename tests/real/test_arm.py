@@ -4,6 +4,7 @@ parks before torque off."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
 
-from real.arm import PARK_POSE, GatedArm
+from real.arm import PARK_POSE, CalibrationMismatchError, GatedArm, calibration_problems
 from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
 from real.feetech_twin.control_table import BY_NAME, decode_value
 from real.feetech_twin.protocol import Instruction
@@ -146,3 +147,54 @@ def test_dead_bus_skips_the_park_but_still_closes(twin, arm):
     arm.bus_dead = True
     arm.close()
     assert not arm.robot.is_connected
+
+
+def _follower(twin, calibration_dir) -> SO101Follower:
+    return SO101Follower(
+        SO101FollowerConfig(port=twin.port, id=ROBOT_ID, calibration_dir=calibration_dir)
+    )
+
+
+def test_calibration_that_disagrees_with_the_servos_refuses_torque(twin, tmp_path):
+    """SAFETY.md 19: EEPROM limits and the calibration file must agree before torque on."""
+    calib = json.loads((Path(twin.config.calibration_dir) / f"{ROBOT_ID}.json").read_text())
+    calib["elbow_flex"]["range_min"] += 200
+    (tmp_path / f"{ROBOT_ID}.json").write_text(json.dumps(calib))
+    twin.set_faults(FaultConfig())
+    robot = _follower(twin, tmp_path)
+    arm = GatedArm(robot, SafetyGate(calibration=twin.calibration))
+    with pytest.raises(CalibrationMismatchError, match="elbow_flex: servo EEPROM range") as err:
+        arm.connect()
+    assert "lerobot-calibrate" in str(err.value)
+    assert all(twin.read_register(s.name, "Torque_Enable") == 0 for s in twin.servos)
+    assert not robot.bus.is_connected  # the port is free for the next try
+    arm = GatedArm(_follower(twin, Path(twin.config.calibration_dir)), SafetyGate())
+    arm.connect()  # the matching file connects
+    arm.close()
+
+
+def test_present_position_outside_the_calibrated_range_is_a_problem():
+    class Cal:
+        def __init__(self, lo, hi, offset=0):
+            self.range_min, self.range_max, self.homing_offset = lo, hi, offset
+
+    class Bus:
+        protocol_version = 0
+
+        def read_calibration(self):
+            return {"a": Cal(1000, 3000), "b": Cal(1000, 3000, offset=5)}
+
+    class Robot:
+        bus = Bus()
+        calibration = {"a": Cal(1000, 3000), "b": Cal(1000, 3000)}
+
+    problems = calibration_problems(Robot(), {"a": 3100, "b": 2000}, tolerance_steps=50)
+    assert problems == [
+        "a: present position 3100 outside its calibrated range 1000-3000",
+        "b: servo homing offset 5, file 0",
+    ]
+    assert calibration_problems(Robot(), {"a": 3040, "b": 2000}, 50) == [
+        "b: servo homing offset 5, file 0"
+    ]
+    Robot.calibration = {}
+    assert calibration_problems(Robot(), {}, 50) == ["no calibration file for this robot id"]
