@@ -69,6 +69,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "RunConfig",
         "drive an SO-101 (or its twin) with a policy, through the safety gate",
     ),
+    "record": Subcommand(
+        "real.record",
+        "record",
+        "RecordConfig",
+        "record teleoperated episodes on an SO-101 (or its twin) into a LeRobotDataset v3",
+    ),
 }
 
 # Errors a user can fix from the command line: printed as one clear line, no traceback.
