@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-s", type=float, default=4.0, help="earliest kill after start (s)")
     p.add_argument("--max-s", type=float, default=20.0, help="latest kill after start (s)")
     p.add_argument("--seed", type=int, default=0, help="kill times")
+    p.add_argument(
+        "--peer-rounds", type=int, default=None, help="kills of the peer (default: --rounds)"
+    )
     p.add_argument("--skip-peer", action="store_true", help="only armvla record")
     return p.parse_args(argv)
 
@@ -158,10 +161,10 @@ def _reopen(root: Path) -> tuple[bool, int, str]:
     return True, int(out.stdout.split()[-1]), ""
 
 
-def kill_rounds(name: str, start, root: Path, args, rng: random.Random) -> dict:
+def kill_rounds(name: str, start, root: Path, args, rng: random.Random, rounds: int) -> dict:
     committed = lost = max_lost = loads = 0
     errors: list[str] = []
-    for i in range(args.rounds):
+    for i in range(rounds):
         proc = start()
         time.sleep(rng.uniform(args.min_s, args.max_s))
         proc.send_signal(signal.SIGKILL)
@@ -181,12 +184,12 @@ def kill_rounds(name: str, start, root: Path, args, rng: random.Random) -> dict:
         lost += round_lost
         max_lost = max(max_lost, round_lost)
         print(
-            f"{name} round {i + 1}/{args.rounds}: saved {saved}, dataset "
+            f"{name} round {i + 1}/{rounds}: saved {saved}, dataset "
             f"{'loads' if ok else 'BROKEN'} ({episodes} episodes), lost {round_lost}",
             flush=True,
         )
     return {
-        "rounds": args.rounds,
+        "rounds": rounds,
         "loads": loads,
         "episodes_lost": lost,
         "max_lost_per_round": max_lost,
@@ -210,6 +213,7 @@ def main(argv=None) -> dict:
             tmp / "ours",
             args,
             rng,
+            args.rounds,
         )
     finally:
         twin.close()
@@ -221,6 +225,7 @@ def main(argv=None) -> dict:
             tmp / "peer",
             args,
             random.Random(args.seed),
+            args.peer_rounds or args.rounds,
         )
     print(
         f"armvla record: {ours['loads']}/{ours['rounds']} reopened datasets load, "
@@ -236,6 +241,7 @@ def main(argv=None) -> dict:
         "armvla_loads": ours["loads"],
         "armvla_episodes_lost": ours["episodes_lost"],
         "armvla_max_lost_per_kill": ours["max_lost_per_round"],
+        "lerobot_rounds": None if peer is None else peer["rounds"],
         "lerobot_loads": None if peer is None else peer["loads"],
         "lerobot_episodes_lost": None if peer is None else peer["episodes_lost"],
     }

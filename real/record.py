@@ -41,7 +41,7 @@ from data.dataset import so101_features
 from data.keys import ACTION, OBS_STATE, SO101_JOINTS, image_key
 from real.arm import HealthPoller, tracking_error_rad
 from real.recorder import EpisodeRecorder, RecorderConfig
-from real.run import audit_row, connect_gated_arm, observation_times
+from real.run import audit_row, connect_gated_arm, observation_times, require_robot
 from real.supervisor import Directive, Supervisor, TickReport
 
 logger = logging.getLogger(__name__)
@@ -115,11 +115,7 @@ class RecordConfig:
     out: Path = Path("outputs/record")
 
     def __post_init__(self):
-        if self.robot is None:
-            raise ValueError(
-                "--robot.type is required, e.g. --robot.type=so101_follower "
-                "--robot.port=/dev/ttyACM0 (or the port `armvla twin` printed)"
-            )
+        require_robot(self.robot)
         if self.teleop is None:
             raise ValueError(
                 "--teleop.type is required: so101_leader (--teleop.port=...), "

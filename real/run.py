@@ -66,17 +66,22 @@ class RunConfig:
     out: Path = Path("outputs/run")
 
     def __post_init__(self):
-        if self.robot is None:
-            raise ValueError(
-                "--robot.type is required, e.g. --robot.type=so101_follower "
-                "--robot.port=/dev/ttyACM0 (or the port `armvla twin` printed)"
-            )
+        require_robot(self.robot)
         if not 1 <= self.fps <= 200:
             raise ValueError(f"--fps must be in [1, 200], got {self.fps}")
         if self.duration_s < 0:
             raise ValueError(f"--duration_s must be >= 0, got {self.duration_s}")
         if self.source not in (None, SOURCE_SIM, SOURCE_REAL):
             raise ValueError(f"--source must be sim or real, got {self.source!r}")
+
+
+def require_robot(robot) -> None:
+    """Commands that drive an arm need its lerobot config; the error says how to give one."""
+    if robot is None:
+        raise ValueError(
+            "--robot.type is required, e.g. --robot.type=so101_follower "
+            "--robot.port=/dev/ttyACM0 (or the port `armvla twin` printed)"
+        )
 
 
 class InferenceWorker:

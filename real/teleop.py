@@ -47,6 +47,37 @@ def _joint_features() -> dict[str, type]:
     return {name: float for name in SO101_MOTOR_FEATURES}
 
 
+class _SoftwareTeleop(Teleoperator):
+    """What a teleoperator without hardware of its own has in common: nothing to calibrate or
+    configure, joint targets as actions, connected once ``connect`` has run."""
+
+    def __init__(self, config: TeleoperatorConfig):
+        super().__init__(config)
+        self.config = config
+        self._connected = False
+
+    @property
+    def action_features(self) -> dict:
+        return _joint_features()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    @property
+    def is_calibrated(self) -> bool:
+        return True
+
+    def calibrate(self) -> None:
+        pass
+
+    def configure(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+
 # ---------------------------------------------------------------------------- keyboard EE
 @TeleoperatorConfig.register_subclass("armvla_keyboard_ee")
 @dataclass(kw_only=True)
@@ -70,7 +101,7 @@ class KeyboardEETeleopConfig(TeleoperatorConfig):
             raise ValueError("target_low must be below target_high on every axis")
 
 
-class KeyboardEETeleop(Teleoperator):
+class KeyboardEETeleop(_SoftwareTeleop):
     """End-effector teleop: key presses (``press``) move a jaws-down tool target.
 
     The target starts where the arm is, read from the first ``send_feedback`` (the follower's
@@ -83,42 +114,22 @@ class KeyboardEETeleop(Teleoperator):
 
     def __init__(self, config: KeyboardEETeleopConfig):
         super().__init__(config)
-        self.config = config
         self._ik = None
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._q: np.ndarray | None = None  # joint radians [6] of the current target
         self._pos: np.ndarray | None = None  # tool target [3]
         self._yaw = 0.0
-        self._connected = False
-
-    @property
-    def action_features(self) -> dict:
-        return _joint_features()
 
     @property
     def feedback_features(self) -> dict:
         return _joint_features()
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    @property
-    def is_calibrated(self) -> bool:
-        return True
 
     def connect(self, calibrate: bool = True) -> None:
         from sim.ik import TopDownIK
 
         self._ik = TopDownIK()
         self._connected = True
-
-    def calibrate(self) -> None:
-        pass
-
-    def configure(self) -> None:
-        pass
 
     def press(self, key: str) -> bool:
         """Queues a key (from any thread); returns whether it is one of this teleop's keys."""
@@ -162,9 +173,6 @@ class KeyboardEETeleop(Teleoperator):
         values = so101.from_radians(self._q)
         return {name: float(v) for name, v in zip(SO101_MOTOR_FEATURES, values, strict=True)}
 
-    def disconnect(self) -> None:
-        self._connected = False
-
 
 # ---------------------------------------------------------------------------- dataset replay
 @TeleoperatorConfig.register_subclass("armvla_replay")
@@ -185,7 +193,7 @@ class DatasetReplayTeleopConfig(TeleoperatorConfig):
             raise ValueError(f"--teleop.episodes must be >= 0, got {self.episodes}")
 
 
-class DatasetReplayTeleop(Teleoperator):
+class DatasetReplayTeleop(_SoftwareTeleop):
     """Plays dataset episodes' actions, one row per ``get_action``.
 
     ``cue_next_episode`` loads the next listed episode (wrapping around) and holds its first
@@ -199,30 +207,16 @@ class DatasetReplayTeleop(Teleoperator):
 
     def __init__(self, config: DatasetReplayTeleopConfig):
         super().__init__(config)
-        self.config = config
         self._actions: dict[int, np.ndarray] = {}
         self._order: list[int] = []
         self._turn = -1
         self._rows = np.zeros((0, len(SO101_JOINTS)))
         self._i = 0
         self._playing = False
-        self._connected = False
-
-    @property
-    def action_features(self) -> dict:
-        return _joint_features()
 
     @property
     def feedback_features(self) -> dict:
         return {}
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    @property
-    def is_calibrated(self) -> bool:
-        return True
 
     def connect(self, calibrate: bool = True) -> None:
         import pyarrow.parquet as pq
@@ -251,12 +245,6 @@ class DatasetReplayTeleop(Teleoperator):
         self._connected = True
         self.cue_next_episode()
 
-    def calibrate(self) -> None:
-        pass
-
-    def configure(self) -> None:
-        pass
-
     def cue_next_episode(self) -> int:
         """Loads the next listed episode and holds its first row; returns its index."""
         self._turn += 1
@@ -280,9 +268,6 @@ class DatasetReplayTeleop(Teleoperator):
 
     def send_feedback(self, feedback: dict) -> None:
         pass
-
-    def disconnect(self) -> None:
-        self._connected = False
 
 
 def make_teleoperator(config: TeleoperatorConfig) -> Teleoperator:
