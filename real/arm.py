@@ -145,8 +145,13 @@ class GatedArm:
     def read_health(self) -> ServoHealth:
         """One poll of every servo's temperature, supply voltage, current and status bits."""
         bus = self.robot.bus
+        # As many retries as lerobot gives its position reads: a corrupted reply is retried.
+        retries = getattr(getattr(self.robot, "config", None), "num_read_retries", 0) or 0
         with self._lock:  # between two goal writes, never in the middle of one
-            regs = {name: bus.sync_read(name, normalize=False) for name in HEALTH_REGISTERS}
+            regs = {
+                name: bus.sync_read(name, normalize=False, num_retry=retries)
+                for name in HEALTH_REGISTERS
+            }
         motors = list(bus.motors)
 
         def column(name: str) -> np.ndarray:

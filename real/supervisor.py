@@ -47,6 +47,8 @@ class Directive(enum.IntEnum):
     POWER_CUT = 5  # the bus is dead: stop the heartbeat so the relay cuts power
 
 
+GRIPPER = 5  # index of the gripper in the health arrays (the bus's motor order)
+OVERLOAD_BIT = 32  # STS3215 Status bit 5 (FEETECH.md)
 LATCHING = {Directive.HOLD, Directive.RELIEVE, Directive.PARK, Directive.POWER_CUT}
 
 
@@ -158,8 +160,12 @@ class Supervisor:
                 self._derated = True
             elif hottest < cfg.temperature_derate_c - 3.0:  # hysteresis
                 self._derated = False
-            if np.any(h.status != 0):
-                escalate(Directive.PARK, f"servo status alarm {np.asarray(h.status).tolist()}")
+            # The gripper's overload protection trips while it squeezes an object (lerobot sets
+            # its Overload_Torque low for that): a grasp, not a fault. Any other bit parks.
+            alarms = np.asarray(h.status, dtype=np.int64).copy()
+            alarms[GRIPPER] &= ~OVERLOAD_BIT
+            if np.any(alarms != 0):
+                escalate(Directive.PARK, f"servo status alarm {alarms.tolist()}")
             if float(np.min(h.voltage_v)) < self.min_voltage_v:
                 escalate(Directive.PARK, f"supply at {float(np.min(h.voltage_v)):.1f} V")
             straining = float(np.max(h.current_a)) > self.stall_current_a

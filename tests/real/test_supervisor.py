@@ -100,3 +100,15 @@ def test_repeated_overruns_latch_a_protective_stop():
         assert sup.tick(fresh(i / 30, loop_s=0.05)).directive == Directive.RUN
     assert sup.tick(fresh(0.2, loop_s=0.05)).directive == Directive.HOLD
     assert sup.tick(fresh(0.3, loop_s=0.001)).directive == Directive.HOLD  # latched
+
+
+def test_gripper_overload_while_grasping_is_not_an_alarm_elsewhere_it_is():
+    squeezing = health()
+    squeezing.status[5] = 32  # the gripper's overload protection: it is holding a cube
+    assert Supervisor().tick(fresh(0.0, health=squeezing)).directive == Directive.RUN
+    elbow = health()
+    elbow.status[2] = 32
+    assert Supervisor().tick(fresh(0.0, health=elbow)).directive == Directive.PARK
+    both = health()
+    both.status[5] = 32 | 4  # the gripper overheating as well
+    assert Supervisor().tick(fresh(0.0, health=both)).directive == Directive.PARK
