@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # Park pose (lerobot units): folded over the base, gripper half open. Reached through the gate.
 PARK_POSE = np.array([0.0, -95.0, 90.0, 70.0, 0.0, 30.0])
+# What lerobot's bus and cameras raise when a read fails.
+BUS_ERRORS = (ConnectionError, TimeoutError, RuntimeError)
 # STS3215 registers of a health poll (FEETECH.md), and the current register's unit.
 HEALTH_REGISTERS = ("Present_Temperature", "Present_Voltage", "Present_Current", "Status")
 CURRENT_A_PER_UNIT = 0.0065
@@ -41,8 +43,8 @@ CURRENT_A_PER_UNIT = 0.0065
 class HealthPoller:
     """Polls servo health at ``rate_hz`` (SAFETY.md 13: >= 2 Hz) from a control loop's ticks.
 
-    ``poll(tick)`` returns a :class:`ServoHealth` on the ticks due (None otherwise) and raises
-    what the bus raises, which the loop counts as a failed read.
+    ``poll(tick)`` returns a :class:`ServoHealth` on the ticks due (None otherwise); a poll the
+    bus does not answer counts as a failed read.
     """
 
     def __init__(self, arm: GatedArm, fps: float, rate_hz: float = 3.0):
@@ -51,8 +53,15 @@ class HealthPoller:
         self.arm = arm
         self.every = max(1, int(fps // rate_hz))
 
-    def poll(self, tick: int) -> ServoHealth | None:
-        return self.arm.read_health() if tick % self.every == 0 else None
+    def poll(self, tick: int) -> tuple[ServoHealth | None, bool]:
+        """(health or None when not due, whether the bus answered); a failed poll is logged."""
+        if tick % self.every:
+            return None, True
+        try:
+            return self.arm.read_health(), True
+        except BUS_ERRORS as exc:
+            logger.warning("servo health poll failed: %s", exc)
+            return None, False
 
 
 def tracking_error_rad(command: np.ndarray | None, obs: dict | None) -> float:
@@ -141,6 +150,15 @@ class GatedArm:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def read_observation(self) -> tuple[dict | None, bool]:
+        """lerobot's observation (joint state, camera frames), or (None, False) when the bus or
+        a camera fails this tick (logged; the supervisor counts failed reads)."""
+        try:
+            return self.robot.get_observation(), True
+        except BUS_ERRORS as exc:
+            logger.warning("observation failed: %s", exc)
+            return None, False
 
     def read_health(self) -> ServoHealth:
         """One poll of every servo's temperature, supply voltage, current and status bits."""

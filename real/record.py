@@ -344,21 +344,12 @@ class RecordingSession:
 
     def _tick(self, recording: bool, t_tick: float) -> str | None:
         arm, now = self.arm, time.monotonic()
-        obs, bus_ok = None, True
-        try:
-            obs = arm.robot.get_observation()
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            bus_ok = False
-            logger.warning("observation failed: %s", exc)
+        obs, bus_ok = arm.read_observation()
         observation_time, frames_changed, self._last_stamps = observation_times(
             arm.robot, obs, now, self._last_stamps
         )
-        health = None
-        try:
-            health = self.poller.poll(self.tick)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            bus_ok = False
-            logger.warning("servo health poll failed: %s", exc)
+        health, health_ok = self.poller.poll(self.tick)
+        bus_ok = bus_ok and health_ok
         requested, action_time = None, None
         try:
             if obs is not None and self._teleop_feedback:

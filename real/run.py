@@ -350,21 +350,12 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
             break
         if worker.error is not None:
             raise RuntimeError(f"policy inference failed: {worker.error}") from worker.error
-        bus_ok, obs = True, None
-        try:
-            obs = arm.robot.get_observation()
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            bus_ok = False
-            logger.warning("observation failed: %s", exc)
+        obs, bus_ok = arm.read_observation()
         observation_time, frames_changed, last_stamps = observation_times(
             arm.robot, obs, now, last_stamps
         )
-        health = None
-        try:
-            health = poller.poll(tick)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            bus_ok = False
-            logger.warning("servo health poll failed: %s", exc)
+        health, health_ok = poller.poll(tick)
+        bus_ok = bus_ok and health_ok
         result = worker.take()
         if result is not None:
             obs_tick, chunk, _ = result
