@@ -13,7 +13,9 @@ Per tick, for a requested joint target (lerobot units: degrees, gripper 0-100):
    checked points (elbow, wrist, tool, fingertips) stay in the workspace box, above the table
    and out of keep-out volumes, and the tool and elbow stay under the speed cap. If the full step
    fails, the step is blended toward "brake" (decelerate at the limit), which the previous tick
-   proved safe, to the largest fraction that passes.
+   proved safe, to the largest fraction that passes. Then each joint still short of its full
+   step takes it where the result passes every check too, so one blocked direction does not
+   freeze the rest (jaws stopped on the table still close, the wrist still turns).
 
 The gate works in joint radians internally (sim/so101.py converts), keeps no reference to any
 bus or simulator, and returns what should be sent; its caller (the bus writer, or the sim env
@@ -148,6 +150,7 @@ class SafetyGate:
     ):
         self.config = config or SafetyConfig()
         self.config_hash = self.config.hash()
+        self.calibration = calibration
         cfg = self.config
         limits = joint_limits_rad(calibration)
         self.soft_low = limits[:, 0] + cfg.joint_margin_rad
@@ -371,8 +374,11 @@ class SafetyGate:
             ok_fine, _, fine_ends = self._check(cmd, fine_steps, base_pen, here)
             if ok_fine.any():
                 i = int(np.flatnonzero(ok_fine).max())
-                return fine_steps[i], float(fine[i]), why, fine_ends[i]
-            return steps[best], float(grid[best]), why, ends[best]
+                step, s, end = fine_steps[i], float(fine[i]), fine_ends[i]
+            else:
+                step, s, end = steps[best], float(grid[best]), ends[best]
+            step, end = self._slide(cmd, full, step, end, base_pen, here)
+            return step, s, why, end
         # Even braking fails (the start pose was already unsafe, or FK is non-convex here):
         # stop harder than the acceleration limit, down to a hold.
         shrink = np.array([0.75, 0.5, 0.25])
@@ -381,6 +387,30 @@ class SafetyGate:
             i = int(np.flatnonzero(ok).min())
             return shrink[i] * brake, 0.0, why | Reason.ACCEL_OVERRIDE, ends[i]
         return np.zeros(6), 0.0, why | Reason.ACCEL_OVERRIDE | Reason.HOLD, here
+
+    def _slide(self, cmd, full, step, end, base_pen, here):
+        """The blend scales every joint alike, so one blocked direction (the jaws on the table
+        plane, the tool at the box wall) would stop joints whose own motion is safe, down to a
+        dead hold: jaws resting on the table could never close. Each joint that still lags
+        its full step takes that step if the result passes every check; all of them together
+        if that passes too, else the one that gains the most. Returns (step [6], points)."""
+        lag = np.flatnonzero(np.abs(full - step) > 1e-9)
+        if len(lag) == 0:
+            return step, end
+        singles = np.repeat(step[None], len(lag), axis=0)
+        singles[np.arange(len(lag)), lag] = full[lag]
+        ok, _, ends = self._check(cmd, singles, base_pen, here)
+        if not ok.any():
+            return step, end
+        if ok.sum() > 1:
+            union = step.copy()
+            union[lag[ok]] = full[lag[ok]]
+            ok_union, _, ends_union = self._check(cmd, union[None], base_pen, here)
+            if ok_union[0]:
+                return union, ends_union[0]
+        gain = np.where(ok, np.abs(full - step)[lag] / np.maximum(self._step[lag], _EPS), -1.0)
+        i = int(np.argmax(gain))
+        return singles[i], ends[i]
 
     def _check(self, cmd: np.ndarray, steps: np.ndarray, base_pen: float, here: np.ndarray):
         """For candidate steps [M, 6]: (ok [M], reasons, endpoint check points [M, P, 3]).

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data.keys import SO101_MOTOR_FEATURES
+from real.heartbeat import SelfCheck
 from real.kinematics import CHECK_POINTS, ArmKinematics
 from real.safety_check import InvariantChecker, random_sequence, run_sequence
 from real.safety_config import Box, SafetyConfig, joint_limits_rad
@@ -175,6 +176,29 @@ def test_table_plane_stops_a_dive_through_the_table():
     assert tips[..., 2].min() >= -1e-6  # fingertips never below the table
     assert tips[:, :2, 2].min() >= CONFIG.table_clearance_m - 1e-6  # elbow and wrist keep 2 cm
     assert any(Reason.WORKSPACE in d.reasons for d in decisions)
+
+
+def test_jaws_stopped_on_the_table_still_close_and_the_wrist_still_turns():
+    # A grasp pose the policy asks for slightly too low: the gate stops the jaws on the table
+    # plane. Closing swings the moving jaw's tip ~1 mm down, so a step scaled as one block
+    # could never close them (seen in eval: the arm froze above the cube until time ran out).
+    above = np.array([-14.0, 17.8, 9.0, 62.5, 120.0, 35.0])  # jaws open, tips ~1 cm up
+    too_low = np.array([-14.0, 12.0, 17.0, 60.0, 135.0, 0.0])  # tips below the table, closed
+    gate = make_gate()
+    gate.engage(above)
+    settle(gate, above, ticks=20)  # the guarded ramp ends
+    decisions = [gate.filter(too_low) for _ in range(120)]
+    cmds = np.array([d.command for d in decisions])
+    points = KIN.points(np.array([d.command_rad for d in decisions]))
+    assert points[..., 2].min() >= -1e-9  # the jaws never go through the table
+    assert any(Reason.WORKSPACE in d.reasons for d in decisions)  # they did reach it
+    soft_closed = so101.from_radians(so101.JOINT_LIMITS_RAD[:, 0] + CONFIG.joint_margin_rad)[5]
+    assert cmds[-1, 5] == pytest.approx(soft_closed, abs=0.5)  # closed as far as allowed
+    assert cmds[-1, 4] == pytest.approx(135.0, abs=0.5)  # the wrist roll got where it was sent
+    # Every step still obeys the per-joint limits.
+    steps = np.diff(np.array([d.command_rad for d in decisions]), axis=0)
+    assert np.all(np.abs(steps) <= CONFIG.step_limit() + 1e-9)
+    assert np.all(np.abs(np.diff(steps, axis=0)) <= CONFIG.accel_limit() + 1e-9)
 
 
 def test_tool_speed_is_capped_and_the_no_person_flag_allows_more():
@@ -362,3 +386,60 @@ class DoubleStepGate(SafetyGate):
 def test_mutated_gates_fail_the_invariant_checks(broken):
     """The checks above can fail: the same corpus catches a deliberately broken gate."""
     assert corpus_violations(lambda: broken(CONFIG, kinematics=KIN), sequences=30) > 0
+
+
+# ---------------------------------------------------------------------------- self-check
+def self_check_failures(make, sequences: int, seed: int = 0) -> int:
+    """Sequences of gates from ``make()`` in which the SelfCheck (checking each decision before
+    it would be written) refused a command."""
+    rng = np.random.default_rng(seed)
+    failed = 0
+    for _ in range(sequences):
+        gate = make()
+        decisions: list = []
+        run_sequence(gate, safe_start(rng), random_sequence(rng, 40), decisions)
+        check = SelfCheck(CONFIG)
+        check.restart(decisions[0].command_rad)
+        failed += not all(check.check(d) for d in decisions[1:])
+    return failed
+
+
+def test_self_check_passes_every_command_of_a_sound_gate():
+    assert self_check_failures(make_gate, sequences=100) == 0
+
+
+class NoTableGate(SafetyGate):
+    """A broken gate: its Cartesian check sees no table, box or keep-out."""
+
+    def _penetration(self, pts):
+        return np.zeros(pts.shape[0])
+
+
+@pytest.mark.parametrize("broken", [DoubleStepGate, NoTableGate])
+def test_self_check_refuses_the_commands_of_a_broken_gate(broken):
+    assert self_check_failures(lambda: broken(CONFIG, kinematics=KIN), sequences=30) > 0
+
+
+def test_self_check_lets_an_arm_that_starts_outside_the_limits_move_back():
+    low = so101.from_radians(so101.JOINT_LIMITS_RAD[:, 0])
+    start = HOME.copy()
+    start[0] = low[0] + 1.0  # 1° from the hard stop: 4° outside the soft range
+    gate = make_gate()
+    check = SelfCheck(CONFIG)
+    check.restart(gate.engage(start).command_rad)
+    decisions = [gate.filter(HOME) for _ in range(60)]
+    assert all(check.check(d) for d in decisions), check.failure
+    assert decisions[-1].command[0] > low[0] + 5.0  # back inside
+
+
+def test_self_check_fails_for_good_when_the_config_changes_in_memory():
+    config = SafetyConfig()
+    gate = SafetyGate(config, kinematics=KIN)
+    check = SelfCheck(config, rehash_every=1)
+    check.restart(gate.engage(HOME).command_rad)
+    assert check.check(gate.filter(HOME))
+    config.max_joint_speed_rad_s[0] *= 10  # a list inside the frozen dataclass
+    assert not check.check(gate.filter(HOME))
+    assert "config changed" in check.failure
+    config.max_joint_speed_rad_s[0] /= 10
+    assert not check.check(gate.filter(HOME))  # latched
