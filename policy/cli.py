@@ -75,6 +75,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "RecordConfig",
         "record teleoperated episodes on an SO-101 (or its twin) into a LeRobotDataset v3",
     ),
+    "heartbeat": Subcommand(
+        "real.heartbeat",
+        "watch",
+        "HeartbeatWatchConfig",
+        "watch the heartbeat of armvla run/record; run a command (open a relay) when it stops",
+    ),
 }
 
 # Errors a user can fix from the command line: printed as one clear line, no traceback.

@@ -10,6 +10,10 @@ wire protocol; this class owns *when* and *what* it is told to do:
   the control loop's next tick.
 * :meth:`close`: hold -> guarded park through the gate (bounded time, skipped when the bus is
   dead) -> torque off -> port closed. Idempotent, safe on every exit path.
+* every write: the decision is first re-checked by :class:`~real.heartbeat.SelfCheck`
+  (independent of the gate's code); one that fails is not written, the arm holds its last
+  checked command and the heartbeat stops for good. Each checked write beats the heartbeat,
+  the guarded park included, so a relay on it keeps power while the arm parks.
 
 Every write is appended to :attr:`writes` as ``(seq, command)`` so tests can match what reached
 the wire against the gate's decisions.
@@ -19,13 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
 from data.keys import SO101_JOINTS, SO101_MOTOR_FEATURES
+from real.heartbeat import Heartbeat, SelfCheck
 from real.safety_gate import GateDecision, Reason, SafetyGate
 from real.supervisor import ServoHealth
 
@@ -43,25 +50,73 @@ CURRENT_A_PER_UNIT = 0.0065
 class HealthPoller:
     """Polls servo health at ``rate_hz`` (SAFETY.md 13: >= 2 Hz) from a control loop's ticks.
 
-    ``poll(tick)`` returns a :class:`ServoHealth` on the ticks due (None otherwise); a poll the
-    bus does not answer counts as a failed read.
+    One register per tick: a poll spreads over ``len(HEALTH_REGISTERS)`` consecutive ticks, so
+    on a degraded bus no tick waits for more than one read's retries. ``poll(tick)`` returns a
+    :class:`ServoHealth` on the tick a poll completes (None otherwise); a register the bus does
+    not answer counts as a failed read and drops that poll (the next one is due as usual).
     """
 
     def __init__(self, arm: GatedArm, fps: float, rate_hz: float = 3.0):
         if rate_hz < 2.0:
             raise ValueError(f"servo health must be polled at >= 2 Hz, got {rate_hz}")
         self.arm = arm
-        self.every = max(1, int(fps // rate_hz))
+        self.every = max(len(HEALTH_REGISTERS), int(fps // rate_hz))
+        self._next: int | None = None  # register to read next; None = between polls
+        self._regs: dict[str, dict[str, int]] = {}
 
     def poll(self, tick: int) -> tuple[ServoHealth | None, bool]:
-        """(health or None when not due, whether the bus answered); a failed poll is logged."""
-        if tick % self.every:
-            return None, True
+        """(health or None when no poll completes this tick, whether the bus answered)."""
+        if self._next is None:
+            if tick % self.every:
+                return None, True
+            self._next, self._regs = 0, {}
+        name = HEALTH_REGISTERS[self._next]
         try:
-            return self.arm.read_health(), True
+            self._regs[name] = self.arm.read_register(name)
         except BUS_ERRORS as exc:
-            logger.warning("servo health poll failed: %s", exc)
+            logger.warning("servo health poll failed (%s): %s", name, exc)
+            self._next = None
             return None, False
+        self._next += 1
+        if self._next < len(HEALTH_REGISTERS):
+            return None, True
+        self._next = None
+        return self.arm.health_from(self._regs), True
+
+
+# scservo assumes an FTDI adapter's default 16 ms latency timer for every reply it waits for.
+SCSERVO_LATENCY_MS = 16.0
+# A pseudo-terminal (the twin) has no USB frames: allow for a loaded machine's scheduling.
+PTY_LATENCY_MS = 2.0
+
+
+def link_latency_ms(port: str) -> float:
+    """Receive latency of the serial link at ``port``: the USB-serial adapter's latency timer
+    when the kernel exposes it (FTDI: ``/sys/bus/usb-serial/devices/ttyUSB0/latency_timer``,
+    16 ms unless lowered), :data:`PTY_LATENCY_MS` for a pseudo-terminal, else scservo's 16 ms."""
+    real = os.path.realpath(port)
+    timer = Path("/sys/bus/usb-serial/devices") / os.path.basename(real) / "latency_timer"
+    with contextlib.suppress(OSError, ValueError):
+        return float(timer.read_text())
+    if real.startswith("/dev/pts/"):
+        return PTY_LATENCY_MS
+    return SCSERVO_LATENCY_MS
+
+
+def bound_reply_timeout(bus, latency_ms: float) -> None:
+    """Makes each reply wait of ``bus`` (lerobot's Feetech bus) the link's own bound: transfer
+    time + 2 x latency + 2 ms, instead of scservo's fixed 2 x 16 ms. A reply whose length byte
+    got corrupted waits for that timeout, and lerobot retries its reads twice: with 34 ms per
+    try one bad reply cost a whole control tick or three (SAFETY.md 12: bounded latency)."""
+    ph = getattr(bus, "port_handler", None)
+    if ph is None or not hasattr(ph, "tx_time_per_byte"):
+        return  # not a scservo port (e.g. a Dynamixel bus): leave it as it is
+
+    def set_packet_timeout(packet_length):
+        ph.packet_start_time = ph.getCurrentTime()
+        ph.packet_timeout = ph.tx_time_per_byte * packet_length + 2.0 * latency_ms + 2.0
+
+    ph.setPacketTimeout = set_packet_timeout
 
 
 def tracking_error_rad(command: np.ndarray | None, obs: dict | None) -> float:
@@ -81,6 +136,9 @@ class GatedArm:
     park_timeout_s: longest guarded park before torque off.
     present_tolerance_steps: how far (encoder steps, ~0.09° each) outside its calibrated range a
         joint may read at connect before the calibration is taken to be wrong.
+    heartbeat: where checked writes beat (SAFETY.md 17); None = no heartbeat output.
+    bound_reply_wait: after connecting, wait for each servo reply only as long as the link
+        needs (:func:`bound_reply_timeout`), not scservo's fixed 34 ms.
     """
 
     def __init__(
@@ -90,8 +148,14 @@ class GatedArm:
         park_pose: np.ndarray | None = PARK_POSE,
         park_timeout_s: float = 3.0,
         present_tolerance_steps: int = 50,
+        heartbeat: Heartbeat | None = None,
+        bound_reply_wait: bool = True,
     ):
         self.robot = robot
+        self.bound_reply_wait = bound_reply_wait
+        self.self_check = SelfCheck(gate.config, gate.calibration)
+        self.heartbeat = heartbeat or Heartbeat(None)
+        self._last_written: GateDecision | None = None
         self.present_tolerance_steps = present_tolerance_steps
         self.gate = gate
         self.park_pose = None if park_pose is None else np.asarray(park_pose, dtype=np.float64)
@@ -137,7 +201,13 @@ class GatedArm:
         finally:
             robot.configure = original_configure
         self._connected = True
-        return self.gate.engage(self.present())
+        port = getattr(getattr(robot, "config", None), "port", None)
+        if port and self.bound_reply_wait:
+            bound_reply_timeout(robot.bus, link_latency_ms(port))
+        decision = self.gate.engage(self.present())
+        self.self_check.restart(decision.command_rad)
+        self._last_written = decision  # the goal register holds it already
+        return decision
 
     def present(self) -> np.ndarray:
         """Measured joint positions [6] (lerobot units), read from the bus."""
@@ -162,15 +232,18 @@ class GatedArm:
 
     def read_health(self) -> ServoHealth:
         """One poll of every servo's temperature, supply voltage, current and status bits."""
-        bus = self.robot.bus
-        # As many retries as lerobot gives its position reads: a corrupted reply is retried.
+        return self.health_from({name: self.read_register(name) for name in HEALTH_REGISTERS})
+
+    def read_register(self, name: str) -> dict[str, int]:
+        """Raw values of one register of every servo, between two goal writes; retried as often
+        as lerobot retries its position reads (a corrupted reply is retried)."""
         retries = getattr(getattr(self.robot, "config", None), "num_read_retries", 0) or 0
         with self._lock:  # between two goal writes, never in the middle of one
-            regs = {
-                name: bus.sync_read(name, normalize=False, num_retry=retries)
-                for name in HEALTH_REGISTERS
-            }
-        motors = list(bus.motors)
+            return self.robot.bus.sync_read(name, normalize=False, num_retry=retries)
+
+    def health_from(self, regs: dict[str, dict[str, int]]) -> ServoHealth:
+        """ServoHealth from raw reads of :data:`HEALTH_REGISTERS` (bus motor order)."""
+        motors = list(self.robot.bus.motors)
 
         def column(name: str) -> np.ndarray:
             return np.array([regs[name][m] for m in motors], dtype=np.float64)
@@ -184,24 +257,33 @@ class GatedArm:
 
     # ------------------------------------------------------------------ commands
     def send(self, action, stamp: float | None = None, now: float | None = None) -> GateDecision:
-        """Gate ``action`` (lerobot units, dict or [6]; None = no fresh action) and write it."""
+        """Gate ``action`` (lerobot units, dict or [6]; None = no fresh action) and write it.
+        Returns the decision written (the last checked one if the self-check refused it)."""
         with self._lock:
-            decision = self.gate.filter(action, stamp=stamp, now=now)
-            self._write(decision)
-            return decision
+            return self._write(self.gate.filter(action, stamp=stamp, now=now))
 
     def stop(self, source: str = "operator") -> GateDecision:
         """Latched stop from any thread: the hold is written now, not at the next tick."""
         with self._lock:
-            decision = self.gate.request_stop(source)
-            self._write(decision)
-            return decision
+            return self._write(self.gate.request_stop(source))
 
-    def _write(self, decision: GateDecision) -> None:
+    def _write(self, decision: GateDecision) -> GateDecision:
         if self.bus_dead:
-            return
+            return decision
+        if not self.self_check.check(decision):
+            why = f"safety self-check failed: {self.self_check.failure}"
+            self.heartbeat.stop(why)
+            if not self.gate.latched:
+                self.gate.latch(why)
+            if self._last_written is None:
+                return decision
+            decision = self._last_written  # hold the last command that passed
         self.robot.send_action(decision.as_action())
         self.writes.append((decision.seq, decision.command.copy()))
+        self._last_written = decision
+        if self.self_check.ok:
+            self.heartbeat.beat()
+        return decision
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
@@ -226,9 +308,14 @@ class GatedArm:
                     self.robot.disconnect()
                 except Exception as exc:
                     logger.error("closing the port failed: %s", exc)
+                self.heartbeat.stop("arm closed: torque off")
+                self.heartbeat.close()
 
     def _hold_and_park(self) -> None:
         if not self.gate.engaged:
+            return
+        if not self.self_check.ok:  # the gate cannot be trusted to park: hold, then torque off
+            self._write(self.gate.latch("teardown"))
             return
         self._write(self.gate.latch("teardown"))
         if self.park_pose is None:

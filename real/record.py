@@ -41,6 +41,7 @@ from data.dataset import so101_features
 from data.keys import ACTION, OBS_STATE, SO101_JOINTS, image_key
 from real.arm import HealthPoller, tracking_error_rad
 from real.recorder import EpisodeRecorder, RecorderConfig
+from real.heartbeat import parse_target
 from real.run import audit_row, connect_gated_arm, observation_times, require_robot
 from real.supervisor import Directive, Supervisor, TickReport
 
@@ -109,6 +110,9 @@ class RecordConfig:
     resume: bool = False
     # Operator's statement that nobody is within reach: allows the faster tool speed cap.
     no_person_present: bool = False
+    # Heartbeat for an external watchdog relay (SAFETY.md 17): udp://HOST:PORT or file:/path;
+    # see `armvla run --help` and `armvla heartbeat --help`.
+    heartbeat: str | None = None
     # Writer queue sizes and durability of the recorder.
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     # Where the tick-level audit log (JSONL) and the session summary go.
@@ -116,6 +120,7 @@ class RecordConfig:
 
     def __post_init__(self):
         require_robot(self.robot)
+        parse_target(self.heartbeat, "--heartbeat")
         if self.teleop is None:
             raise ValueError(
                 "--teleop.type is required: so101_leader (--teleop.port=...), "
@@ -194,7 +199,9 @@ def record(cfg: RecordConfig) -> dict:
     controls = RecordingControls(teleop)
     summary: dict = {"task": task, "root": str(ds.root)}
     try:
-        arm = connect_gated_arm(cfg.robot, ds.fps, cfg.no_person_present, cameras=None)
+        arm = connect_gated_arm(
+            cfg.robot, ds.fps, cfg.no_person_present, cameras=None, heartbeat=cfg.heartbeat
+        )
         cameras = list(arm.robot.cameras)
         if not cameras:
             raise ValueError(
@@ -385,11 +392,15 @@ class RecordingSession:
             self.tick, now - self._t_start, decision, requested, sent, obs, arm.gate.config_hash
         )
         self.audit.write(json.dumps(row | {"recording": recording}) + "\n")
-        if sent is None or decision.directive in (Directive.HOLD, Directive.RELIEVE):
+        if not self.supervisor.heartbeat_ok:
+            arm.heartbeat.stop(f"supervisor: {', '.join(decision.reasons)}")
+        stopped = sent is None or decision.directive in (Directive.HOLD, Directive.RELIEVE)
+        if stopped or not arm.self_check.ok:
             # A latched stop ends the session: the episode in flight is aborted, not saved.
             arm.bus_dead = decision.directive == Directive.POWER_CUT
-            self.end_reason = f"safety stop: {', '.join(decision.reasons)}"
-            print(f"stopping: {', '.join(decision.reasons)}", file=sys.stderr)
+            why = ", ".join(decision.reasons) if stopped else arm.self_check.failure
+            self.end_reason = f"safety stop: {why}"
+            print(f"stopping: {why}", file=sys.stderr)
             return "fault"
         if recording and obs is not None:
             frame = {

@@ -30,6 +30,7 @@ import numpy as np
 
 from data.keys import OBS_STATE, SO101_JOINTS, SOURCE_REAL, SOURCE_SIM, TASK, image_key
 from real.arm import GatedArm, HealthPoller, tracking_error_rad
+from real.heartbeat import Heartbeat, parse_target
 from real.safety_config import SafetyConfig
 from real.safety_gate import SafetyGate
 from real.supervisor import Directive, Supervisor, TickReport
@@ -62,11 +63,16 @@ class RunConfig:
     source: str | None = None
     # Operator's statement that nobody is within reach: allows the faster tool speed cap.
     no_person_present: bool = False
+    # Heartbeat for an external watchdog relay (SAFETY.md 17): udp://HOST:PORT or file:/path.
+    # It beats on every checked write and stops for good when the safety self-check fails or
+    # the bus dies; `armvla heartbeat` watches it and runs a command when it stops.
+    heartbeat: str | None = None
     # Where the tick-level audit log (JSONL) and the timing summary go.
     out: Path = Path("outputs/run")
 
     def __post_init__(self):
         require_robot(self.robot)
+        parse_target(self.heartbeat, "--heartbeat")
         if not 1 <= self.fps <= 200:
             raise ValueError(f"--fps must be in [1, 200], got {self.fps}")
         if self.duration_s < 0:
@@ -204,11 +210,15 @@ def _calibration_dict(robot) -> dict:
 
 
 def connect_gated_arm(
-    robot_cfg, fps: float, no_person_present: bool, cameras: list[str] | None
+    robot_cfg,
+    fps: float,
+    no_person_present: bool,
+    cameras: list[str] | None,
+    heartbeat: str | None = None,
 ) -> GatedArm:
     """lerobot's robot for ``robot_cfg`` behind a SafetyGate with its calibration, connected
     with goal := present before torque on. ``cameras``: the ones needed (None: any); a twin's
-    are filled in from its port when the config names none."""
+    are filled in from its port when the config names none. ``heartbeat``: its target URL."""
     from lerobot.robots import make_robot_from_config
 
     if not robot_cfg.cameras:
@@ -228,7 +238,7 @@ def connect_gated_arm(
             f"--robot.id={robot_cfg.id} first"
         )
     safety = SafetyConfig(control_hz=float(fps), no_person_present=no_person_present)
-    arm = GatedArm(robot, SafetyGate(safety, calibration=calibration))
+    arm = GatedArm(robot, SafetyGate(safety, calibration=calibration), heartbeat=Heartbeat(heartbeat))
     arm.connect()  # goal := present before torque on; the gate engages there
     return arm
 
@@ -296,7 +306,9 @@ def run(cfg: RunConfig) -> dict:
     worker = InferenceWorker(policy)
     stats = {"ticks": 0, "periods_s": [], "directives": {}}
     try:
-        arm = connect_gated_arm(cfg.robot, cfg.fps, cfg.no_person_present, list(pcfg.cameras))
+        arm = connect_gated_arm(
+            cfg.robot, cfg.fps, cfg.no_person_present, list(pcfg.cameras), cfg.heartbeat
+        )
         gc.freeze()  # collections of the torch heap would stall the loop by ~100 ms
         with (run_dir / "audit.jsonl").open("w") as audit:
             stats.update(_loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit))
@@ -395,6 +407,11 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
         last_command = None if sent is None else sent.command
         row = audit_row(tick, now - t_start, decision, requested, sent, obs, config_hash)
         audit.write(json.dumps(row) + "\n")
+        if not supervisor.heartbeat_ok:
+            arm.heartbeat.stop(f"supervisor: {', '.join(decision.reasons)}")
+        if not arm.self_check.ok:  # the arm holds its last checked command; teardown: torque off
+            print(f"stopping: {arm.self_check.failure}", file=sys.stderr)
+            break
         if sent is None:  # PARK, POWER_CUT: leave the loop; teardown parks (skipped if bus died)
             arm.bus_dead = decision.directive == Directive.POWER_CUT
             print(f"stopping: {', '.join(decision.reasons)}", file=sys.stderr)

@@ -163,16 +163,22 @@ def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
     return ticks
 
 
-def run_sequence(gate, start: np.ndarray, ticks: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+def run_sequence(
+    gate, start: np.ndarray, ticks: list[dict], decisions: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Plays ``ticks`` through ``gate`` from the engaged ``start`` (lerobot units); returns the
-    commands sent [T+2, 6] (rad, row 0 = engaged, row 1 = holding it) and the hold flags."""
+    commands sent [T+2, 6] (rad, row 0 = engaged, row 1 = holding it) and the hold flags.
+    ``decisions``, if given, receives every GateDecision in order (the engage one first)."""
     from real.safety_gate import Reason
 
     decision = gate.engage(start)
     commands, holds = [decision.command_rad], [False]
+    out = decisions if decisions is not None else []
+    out.append(decision)
     decision = gate.filter(start, now=0.0)  # at the target: the guarded ramp ends
     commands.append(decision.command_rad)
     holds.append(False)
+    out.append(decision)
     now = 0.0
     for tick in ticks:
         now += tick["dt"]
@@ -186,6 +192,7 @@ def run_sequence(gate, start: np.ndarray, ticks: list[dict]) -> tuple[np.ndarray
             decision = gate.filter(tick["action"], stamp=stamp, now=now)
         commands.append(decision.command_rad)
         holds.append(bool(decision.reasons & Reason.HOLD))
+        out.append(decision)
     return np.array(commands), np.array(holds)
 
 

@@ -4,7 +4,9 @@ parks before torque off."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -13,10 +15,21 @@ import numpy as np
 import pytest
 from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
 
-from real.arm import PARK_POSE, CalibrationMismatchError, GatedArm, calibration_problems
+from real.arm import (
+    HEALTH_REGISTERS,
+    PARK_POSE,
+    PTY_LATENCY_MS,
+    SCSERVO_LATENCY_MS,
+    CalibrationMismatchError,
+    GatedArm,
+    HealthPoller,
+    calibration_problems,
+    link_latency_ms,
+)
 from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
 from real.feetech_twin.control_table import BY_NAME, decode_value
 from real.feetech_twin.protocol import Instruction
+from real.heartbeat import Heartbeat
 from real.safety_gate import Reason, SafetyGate
 
 ROBOT_ID = "arm_test"
@@ -149,6 +162,73 @@ def test_dead_bus_skips_the_park_but_still_closes(twin, arm):
     assert not arm.robot.is_connected
 
 
+class _DoubleStepGate(SafetyGate):
+    """A broken gate: twice the step limit (what the self-check must catch on the wire)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._step = self._step * 2
+
+
+def _receiver():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(0.5)
+    return rx, f"udp://127.0.0.1:{rx.getsockname()[1]}"
+
+
+def _drain(rx) -> list[bytes]:
+    out = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            out.append(rx.recvfrom(1024)[0])
+    return out
+
+
+def test_every_checked_write_beats_the_heartbeat_through_the_park(twin):
+    """SAFETY.md 17: beats while writes pass the self-check, the park included (a relay on the
+    heartbeat keeps power while the arm parks), then one STOP at torque off."""
+    rx, url = _receiver()
+    robot = _follower(twin, Path(twin.config.calibration_dir))
+    arm = GatedArm(robot, SafetyGate(calibration=twin.calibration), heartbeat=Heartbeat(url))
+    start = arm.connect().command
+    for _ in range(10):
+        arm.send(start)
+    arm.close()
+    got = _drain(rx)
+    rx.close()
+    beats = [g for g in got if not g.split()[1].startswith(b"STOP")]
+    assert len(beats) == len(arm.writes) > 10  # the park's writes beat too
+    assert got[-1] == b"armvla-heartbeat STOP arm closed: torque off"
+
+
+def test_a_command_failing_the_self_check_never_reaches_the_wire(twin):
+    rx, url = _receiver()
+    robot = _follower(twin, Path(twin.config.calibration_dir))
+    gate = _DoubleStepGate(calibration=twin.calibration)
+    arm = GatedArm(robot, gate, heartbeat=Heartbeat(url))
+    arm.wire = WireLog(twin)
+    try:
+        start = arm.connect().command
+        arm.send(start)  # at the target: the guarded ramp ends, full speed from here
+        n_connect = len(arm.wire.writes(GOAL))
+        sent = [arm.send(start + np.array([40.0, 0, 0, 0, 0, 0])) for _ in range(30)]
+        assert not arm.self_check.ok and "fails step" in arm.self_check.failure
+        assert gate.latched  # and the gate holds from now on
+        on_wire = np.array([_normalized(arm, raw) for _, raw in arm.wire.writes(GOAL)[n_connect:]])
+        steps = np.abs(np.diff(np.vstack([start, on_wire]), axis=0))[:, 0]
+        assert steps.max() <= 3.0 + 0.2  # SAFETY.md's 3°/tick, within one encoder step
+        np.testing.assert_allclose(sent[-1].command, on_wire[-1], atol=0.2)  # what was written
+    finally:
+        arm.close()
+        twin.set_packet_listener(None)
+    got = _drain(rx)
+    rx.close()
+    assert any(g.startswith(b"armvla-heartbeat STOP safety self-check failed") for g in got)
+    stop_at = next(i for i, g in enumerate(got) if b"STOP" in g)
+    assert len(got) == stop_at + 1  # silent for good after the failure, teardown included
+
+
 def _follower(twin, calibration_dir) -> SO101Follower:
     return SO101Follower(
         SO101FollowerConfig(port=twin.port, id=ROBOT_ID, calibration_dir=calibration_dir)
@@ -198,3 +278,60 @@ def test_present_position_outside_the_calibrated_range_is_a_problem():
     ]
     Robot.calibration = {}
     assert calibration_problems(Robot(), {}, 50) == ["no calibration file for this robot id"]
+
+
+class _RegisterArm:
+    """Stands in for GatedArm's register reads: counts them, fails the ones listed."""
+
+    def __init__(self, failing=()):
+        self.reads: list[tuple[int, str]] = []
+        self.failing = set(failing)
+        self.tick = 0
+
+    def read_register(self, name):
+        self.reads.append((self.tick, name))
+        if name in self.failing:
+            raise ConnectionError(f"no reply for {name}")
+        return {"m": 1}
+
+    def health_from(self, regs):
+        return sorted(regs)
+
+
+def test_health_polls_read_one_register_per_tick_at_the_polling_rate():
+    fake = _RegisterArm()
+    poller = HealthPoller(fake, fps=30, rate_hz=3.0)
+    results = []
+    for tick in range(30):
+        fake.tick = tick
+        results.append(poller.poll(tick))
+    ticks = [t for t, _ in fake.reads]
+    assert len(ticks) == len(set(ticks)) == 3 * len(HEALTH_REGISTERS)  # one read per tick
+    done = [t for t, (health, ok) in enumerate(results) if health is not None]
+    assert done == [3, 13, 23]  # 3 Hz, each poll complete after its fourth register
+    assert results[3][0] == sorted(HEALTH_REGISTERS)
+    assert all(ok for _, ok in results)
+
+
+def test_a_health_register_without_reply_is_a_failed_read_and_drops_that_poll():
+    fake = _RegisterArm(failing={"Present_Current"})
+    poller = HealthPoller(fake, fps=30)
+    results = [poller.poll(tick) for tick in range(13)]
+    assert [ok for _, ok in results].count(False) == 2  # ticks 2 and 12 - 10
+    assert all(health is None for health, _ in results)
+    assert not results[2][1] and results[3] == (None, True)  # the poll is dropped, not retried
+
+
+def test_reply_waits_follow_the_link_not_scservos_fixed_34_ms(twin):
+    assert link_latency_ms(twin.port) == PTY_LATENCY_MS  # the twin is a pseudo-terminal
+    assert link_latency_ms("/dev/no-such-adapter") == SCSERVO_LATENCY_MS
+    robot = _follower(twin, Path(twin.config.calibration_dir))
+    arm = GatedArm(robot, SafetyGate(calibration=twin.calibration))
+    arm.connect()
+    try:
+        ph = robot.bus.port_handler
+        ph.setPacketTimeout(20)
+        assert ph.packet_timeout == pytest.approx(ph.tx_time_per_byte * 20 + 6.0)
+        arm.present()  # reads still work with the tighter bound
+    finally:
+        arm.close()

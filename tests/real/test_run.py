@@ -3,7 +3,10 @@ lerobot's SO-101 driver and lerobot's zmq cameras, every command through the saf
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 
 import numpy as np
@@ -38,6 +41,19 @@ def test_run_needs_a_robot_and_valid_options():
 @pytest.mark.slow
 def test_policy_picks_the_red_cube_on_the_twin_through_lerobot(tmp_path):
     twin = TwinProcess(tmp_path / "calib", robot_id=ROBOT_ID, seed=1_000_006)
+    beats = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a relay watchdog's end
+    beats.bind(("127.0.0.1", 0))
+    beats.settimeout(0.5)
+    received: list[bytes] = []
+    done = threading.Event()
+
+    def listen():  # as a watcher does: the socket buffer alone would drop beats
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                received.append(beats.recvfrom(1024)[0])
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
     try:
         robot = SO101FollowerConfig(port=twin.port, id=ROBOT_ID, calibration_dir=tmp_path / "calib")
         summary = run(
@@ -46,13 +62,17 @@ def test_policy_picks_the_red_cube_on_the_twin_through_lerobot(tmp_path):
                 policy="default",
                 instruction="pick up the red cube",
                 duration_s=15.0,
+                heartbeat=f"udp://127.0.0.1:{beats.getsockname()[1]}",
                 out=tmp_path / "run",
             )
         )
         time.sleep(0.5)
         lifts = twin.max_lift_cm()
     finally:
+        done.set()
+        listener.join()
         twin.close()
+        beats.close()
     assert lifts.get("red", 0.0) >= 5.0, f"red cube not lifted: {lifts}\n" + "\n".join(
         twin.lines[-5:]
     )
@@ -63,3 +83,6 @@ def test_policy_picks_the_red_cube_on_the_twin_through_lerobot(tmp_path):
     assert sum(r["sent"] is not None for r in rows) == summary["ticks"] > 100
     assert recheck_audit_log(log) == []
     assert summary["period_p99_ms"] < 2 * 1000 / 30
+    # The heartbeat beat on every tick (and the park after it), then said it stopped.
+    assert len(received) > summary["ticks"]
+    assert received[-1] == b"armvla-heartbeat STOP arm closed: torque off"
