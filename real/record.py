@@ -40,8 +40,8 @@ import numpy as np
 from data.dataset import so101_features
 from data.keys import ACTION, OBS_STATE, SO101_JOINTS, image_key
 from real.arm import HealthPoller, tracking_error_rad
-from real.recorder import EpisodeRecorder, RecorderConfig
 from real.heartbeat import parse_target
+from real.recorder import EpisodeRecorder, RecorderConfig
 from real.run import audit_row, connect_gated_arm, observation_times, require_robot
 from real.supervisor import Directive, Supervisor, TickReport
 

@@ -238,7 +238,9 @@ def connect_gated_arm(
             f"--robot.id={robot_cfg.id} first"
         )
     safety = SafetyConfig(control_hz=float(fps), no_person_present=no_person_present)
-    arm = GatedArm(robot, SafetyGate(safety, calibration=calibration), heartbeat=Heartbeat(heartbeat))
+    arm = GatedArm(
+        robot, SafetyGate(safety, calibration=calibration), heartbeat=Heartbeat(heartbeat)
+    )
     arm.connect()  # goal := present before torque on; the gate engages there
     return arm
 
