@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 
@@ -84,41 +82,6 @@ class HealthPoller:
         return self.arm.health_from(self._regs), True
 
 
-# scservo assumes an FTDI adapter's default 16 ms latency timer for every reply it waits for.
-SCSERVO_LATENCY_MS = 16.0
-# A pseudo-terminal (the twin) has no USB frames: allow for a loaded machine's scheduling.
-PTY_LATENCY_MS = 2.0
-
-
-def link_latency_ms(port: str) -> float:
-    """Receive latency of the serial link at ``port``: the USB-serial adapter's latency timer
-    when the kernel exposes it (FTDI: ``/sys/bus/usb-serial/devices/ttyUSB0/latency_timer``,
-    16 ms unless lowered), :data:`PTY_LATENCY_MS` for a pseudo-terminal, else scservo's 16 ms."""
-    real = os.path.realpath(port)
-    timer = Path("/sys/bus/usb-serial/devices") / os.path.basename(real) / "latency_timer"
-    with contextlib.suppress(OSError, ValueError):
-        return float(timer.read_text())
-    if real.startswith("/dev/pts/"):
-        return PTY_LATENCY_MS
-    return SCSERVO_LATENCY_MS
-
-
-def bound_reply_timeout(bus, latency_ms: float) -> None:
-    """Makes each reply wait of ``bus`` (lerobot's Feetech bus) the link's own bound: transfer
-    time + 2 x latency + 2 ms, instead of scservo's fixed 2 x 16 ms. A reply whose length byte
-    got corrupted waits for that timeout, and lerobot retries its reads twice: with 34 ms per
-    try one bad reply cost a whole control tick or three (SAFETY.md 12: bounded latency)."""
-    ph = getattr(bus, "port_handler", None)
-    if ph is None or not hasattr(ph, "tx_time_per_byte"):
-        return  # not a scservo port (e.g. a Dynamixel bus): leave it as it is
-
-    def set_packet_timeout(packet_length):
-        ph.packet_start_time = ph.getCurrentTime()
-        ph.packet_timeout = ph.tx_time_per_byte * packet_length + 2.0 * latency_ms + 2.0
-
-    ph.setPacketTimeout = set_packet_timeout
-
-
 def tracking_error_rad(command: np.ndarray | None, obs: dict | None) -> float:
     """Largest |command - measured| over the five arm joints (rad). The gripper is left out: it
     holds an object by pressing on it, which its torque limit and grasp-hold handle."""
@@ -137,8 +100,10 @@ class GatedArm:
     present_tolerance_steps: how far (encoder steps, ~0.09° each) outside its calibrated range a
         joint may read at connect before the calibration is taken to be wrong.
     heartbeat: where checked writes beat (SAFETY.md 17); None = no heartbeat output.
-    bound_reply_wait: after connecting, wait for each servo reply only as long as the link
-        needs (:func:`bound_reply_timeout`), not scservo's fixed 34 ms.
+    loop_read_retries: lerobot's ``num_read_retries`` once connected (None keeps the robot
+        config's). A read whose reply never comes waits scservo's 34 ms per try, so lerobot's
+        two retries stretch one tick to over 100 ms on a noisy bus; the control loop retries
+        on the next tick instead, and the supervisor holds after 3 failed reads in a row.
     """
 
     def __init__(
@@ -149,10 +114,10 @@ class GatedArm:
         park_timeout_s: float = 3.0,
         present_tolerance_steps: int = 50,
         heartbeat: Heartbeat | None = None,
-        bound_reply_wait: bool = True,
+        loop_read_retries: int | None = 0,
     ):
         self.robot = robot
-        self.bound_reply_wait = bound_reply_wait
+        self.loop_read_retries = loop_read_retries
         self.self_check = SelfCheck(gate.config, gate.calibration)
         self.heartbeat = heartbeat or Heartbeat(None)
         self._last_written: GateDecision | None = None
@@ -201,9 +166,9 @@ class GatedArm:
         finally:
             robot.configure = original_configure
         self._connected = True
-        port = getattr(getattr(robot, "config", None), "port", None)
-        if port and self.bound_reply_wait:
-            bound_reply_timeout(robot.bus, link_latency_ms(port))
+        config = getattr(robot, "config", None)
+        if self.loop_read_retries is not None and hasattr(config, "num_read_retries"):
+            config.num_read_retries = self.loop_read_retries
         decision = self.gate.engage(self.present())
         self.self_check.restart(decision.command_rad)
         self._last_written = decision  # the goal register holds it already

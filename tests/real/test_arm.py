@@ -18,13 +18,10 @@ from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
 from real.arm import (
     HEALTH_REGISTERS,
     PARK_POSE,
-    PTY_LATENCY_MS,
-    SCSERVO_LATENCY_MS,
     CalibrationMismatchError,
     GatedArm,
     HealthPoller,
     calibration_problems,
-    link_latency_ms,
 )
 from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
 from real.feetech_twin.control_table import BY_NAME, decode_value
@@ -320,18 +317,3 @@ def test_a_health_register_without_reply_is_a_failed_read_and_drops_that_poll():
     assert [ok for _, ok in results].count(False) == 2  # ticks 2 and 12 - 10
     assert all(health is None for health, _ in results)
     assert not results[2][1] and results[3] == (None, True)  # the poll is dropped, not retried
-
-
-def test_reply_waits_follow_the_link_not_scservos_fixed_34_ms(twin):
-    assert link_latency_ms(twin.port) == PTY_LATENCY_MS  # the twin is a pseudo-terminal
-    assert link_latency_ms("/dev/no-such-adapter") == SCSERVO_LATENCY_MS
-    robot = _follower(twin, Path(twin.config.calibration_dir))
-    arm = GatedArm(robot, SafetyGate(calibration=twin.calibration))
-    arm.connect()
-    try:
-        ph = robot.bus.port_handler
-        ph.setPacketTimeout(20)
-        assert ph.packet_timeout == pytest.approx(ph.tx_time_per_byte * 20 + 6.0)
-        arm.present()  # reads still work with the tighter bound
-    finally:
-        arm.close()
