@@ -83,7 +83,7 @@ class GenerateConfig:
     # demos get slower (134 vs 99 ticks) and so did the policy. Measured with the shipped
     # checkpoint's recipe (600 demos, 20% recovery, 12 000 steps), gated evaluation on seeds
     # 1000000-1000099: 66/100 within the task's 300 steps, 84/100 within 450; the shipped
-    # checkpoint (ungated expert) 89/100.
+    # checkpoint of the time (ungated expert, no recovery) 89/100.
     expert_limits: bool = False
 
     def __post_init__(self):
