@@ -70,6 +70,10 @@ class GenerateConfig:
     # Fraction of episodes with a staged miss: the named cube is pushed out of the jaws as they
     # close, and the demo shows the expert opening and grasping again (recovery demos).
     recovery_prob: float = 0.0
+    # Fraction of episodes with a staged landing: late in the first descent the named cube
+    # slides toward one jaw, which comes down on top of it; the demo shows the expert rising
+    # off the cube and aligning again (recovery demos for a grasp that arrives off centre).
+    landing_prob: float = 0.0
     # Drive the expert through the safety gate (demo motion = what the gated arm does). Off by
     # default: the expert's stages are timed open loop, so under the gate the arm lags its plan
     # and grasps land off-centre. Measured with `make demo`'s recipe (300 demos, 450 s training,
@@ -93,6 +97,8 @@ class GenerateConfig:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if not 0.0 <= self.recovery_prob <= 1.0:
             raise ValueError(f"--recovery_prob must be in [0, 1], got {self.recovery_prob}")
+        if not 0.0 <= self.landing_prob <= 1.0:
+            raise ValueError(f"--landing_prob must be in [0, 1], got {self.landing_prob}")
         self.out = Path(self.out)
 
 
@@ -143,14 +149,18 @@ def expert_motion_limits(config: SafetyConfig | None = None):
 
 
 def run_expert_episode(
-    seed: int, variation: bool = True, miss_prob: float = 0.0, limits: bool = False
+    seed: int,
+    variation: bool = True,
+    miss_prob: float = 0.0,
+    limits: bool = False,
+    landing_prob: float = 0.0,
 ) -> dict:
     """Runs one expert episode in this worker's env; returns its frames stacked per key."""
     raise_if_setup_failed()
     env = _worker_env
     obs, _ = env.reset(seed=seed)
     # Only options that are on are passed, so experts without them work too.
-    kwargs = {"miss_prob": miss_prob} if miss_prob else {}
+    kwargs = {k: v for k, v in (("miss_prob", miss_prob), ("landing_prob", landing_prob)) if v}
     if limits:
         kwargs["limits"] = expert_motion_limits()
     expert = _worker_expert_cls(env.unwrapped, seed=seed, variation=variation, **kwargs)
@@ -302,6 +312,7 @@ def generate(cfg: GenerateConfig) -> dict:
             variation=cfg.expert_variation,
             miss_prob=cfg.recovery_prob,
             limits=cfg.expert_limits,
+            landing_prob=cfg.landing_prob,
         )
         results = pool.imap(run, seeds)
         for result in results:

@@ -77,6 +77,7 @@ class PickCubeExpert:
         variation: bool = True,
         miss_prob: float = 0.0,
         limits: MotionLimits | None = None,
+        landing_prob: float = 0.0,
     ):
         """Args:
         env: a PickColorCube env (wrappers are looked through).
@@ -87,9 +88,16 @@ class PickCubeExpert:
             opening and grasping again (recovery demos). 0 keeps demos identical to before.
         limits: plan every motion inside these limits (module docstring); None plans at the
             expert's own speeds and leaves limiting to whoever executes the commands.
+        landing_prob: probability per episode that the named cube slides under one jaw late
+            in the first descent, so the jaw comes down on top of it; the demo shows the
+            expert noticing the jaws stopped above the grasp (or the cube off centre), rising
+            and aligning again (recovery demos). 0 keeps demos identical to before.
         """
         if not 0.0 <= miss_prob <= 1.0:
             raise ValueError(f"miss_prob must be in [0, 1], got {miss_prob}")
+        if not 0.0 <= landing_prob <= 1.0:
+            raise ValueError(f"landing_prob must be in [0, 1], got {landing_prob}")
+        self.landing_prob = landing_prob
         self.env: PickColorCubeEnv = env.unwrapped
         self.rng = np.random.default_rng(seed)
         self.variation = variation
@@ -126,13 +134,22 @@ class PickCubeExpert:
         self._last_grip: float | None = None
         self._attempts = 0
         self._yaw = 0.0
+        self._staged: list[str] = []
         # Drawn only when asked for, so that miss_prob=0 leaves the generator's stream as it was.
         self._stage_miss = self.miss_prob > 0 and self.rng.random() < self.miss_prob
+        self._stage_landing = self.landing_prob > 0 and self.rng.random() < self.landing_prob
+        self._grasp_z: float | None = None  # height the current descent ends at
+
+    def staged(self) -> list[str]:
+        """The recoveries staged in this episode so far ("miss", "landing")."""
+        return list(self._staged)
 
     def act(self, obs=None) -> np.ndarray:
         """Next action [6] in lerobot units (degrees, gripper 0-100)."""
         while not self._queue:
             self._plan_next_phase()
+        if self._stage_landing and not self._staged and self._phase == 1:
+            self._maybe_slide_target_under_a_jaw()
         q = self._queue.pop(0)
         self._last_q = q
         return self._command(q)
@@ -154,6 +171,7 @@ class PickCubeExpert:
         if self._phase == 0:  # above the cube, then straight down, in one unbroken motion
             self._gripper_pct = p["open_pct"]
             self._yaw = yaw
+            self._grasp_z = grasp_z
             pre_z = grasp_z + p["pre_height"]
             q_pre = self._ik(np.r_[target_xy, pre_z], yaw, q_now)
             path, q = [q_pre], q_pre
@@ -170,6 +188,9 @@ class PickCubeExpert:
                 self._queue_segment(q_now, [q_pre], ticks=approach)
                 self._queue_segment(q_pre, path[1:], ticks=descent)
         elif self._phase == 1:  # close the jaws; the lift starts as soon as they stop moving
+            if self._close_ticks == 0 and self._misaligned() and self._attempts < MAX_ATTEMPTS - 1:
+                self._open_and_rise(q_now)  # a jaw sits on the cube: rise and align again
+                return
             self._gripper_pct = 0.0
             if self._close_ticks == 0 and self._stage_miss and self._attempts == 0:
                 self._push_target_out_of_the_jaws()
@@ -210,6 +231,45 @@ class PickCubeExpert:
         grasp = self.env.grasp_position()
         return bool(np.hypot(*(cube[:2] - grasp[:2])) < 0.012 and abs(cube[2] - grasp[2]) < 0.02)
 
+    def _misaligned(self) -> bool:
+        """At the bottom of a descent, before closing: whether the jaws stopped well above the
+        grasp (resting on the cube) or the cube is not between them (privileged check)."""
+        cube = self.env.cube_positions()[self.env.target]
+        grasp = self.env.grasp_position()
+        blocked = self._grasp_z is not None and grasp[2] - self._grasp_z > 0.012
+        return bool(blocked or np.hypot(*(cube[:2] - grasp[:2])) > 0.01)
+
+    def _maybe_slide_target_under_a_jaw(self) -> None:
+        """Stages a jaw landing on the cube: once the grasp point is 4.5 cm above the grasp
+        (jaw tips about 1.5 cm above the cube's top), slides the named cube toward one of the
+        pads, to a free spot in reach, so that pad comes down on it."""
+        env = self.env
+        if env.grasp_position()[2] - self._grasp_z > 0.045:
+            return
+        self._staged.append("landing")
+        centre = env.grasp_position()[:2]
+        pads = [env.data.geom(name).xpos[:2].copy() for name in ("fixed_pad", "moving_pad")]
+        for i in self.rng.permutation(2):
+            to_pad = pads[i] - centre
+            dist = np.hypot(*to_pad)
+            toward, across = to_pad / dist, np.array([-to_pad[1], to_pad[0]]) / dist
+            # The cube's centre 6-15 mm inside the pad: the pad comes down on its top, near the
+            # edge, as it does when a grasp is 5-15 mm off centre.
+            xy = centre + toward * (dist - self.rng.uniform(0.006, 0.015))
+            xy = xy + across * self.rng.uniform(-0.004, 0.004)
+            if self._free_spot(xy):
+                env.place_cube(env.target, xy)
+                return
+
+    def _free_spot(self, xy: np.ndarray) -> bool:
+        """Whether the named cube may rest at ``xy``: in reach and clear of the other cubes."""
+        env, lay = self.env, self.env.layout
+        reach = np.hypot(*(xy - PAN_AXIS_XY))
+        if not lay.min_reach <= reach <= lay.max_reach:
+            return False
+        others = [c[:2] for color, c in env.cube_positions().items() if color != env.target]
+        return all(np.hypot(*(xy - o)) >= lay.min_separation for o in others)
+
     def _open_and_rise(self, q_now: np.ndarray) -> None:
         """The jaws closed on nothing: open them, rise straight back to the approach height and
         plan the grasp again from where the cube is now."""
@@ -225,21 +285,15 @@ class PickCubeExpert:
     def _push_target_out_of_the_jaws(self) -> None:
         """Stages a missed grasp: moves the named cube 3-4.5 cm aside, to a free spot."""
         env = self.env
-        cubes = env.cube_positions()
-        here = cubes[env.target][:2]
-        others = [c[:2] for color, c in cubes.items() if color != env.target]
+        here = env.cube_positions()[env.target][:2]
         dist = self.rng.uniform(0.03, 0.045)
         start = self.rng.uniform(0.0, 2 * np.pi)
-        lay = env.layout
         for angle in start + np.arange(12) * np.pi / 6:
             xy = here + dist * np.array([np.cos(angle), np.sin(angle)])
-            reach = np.hypot(*(xy - PAN_AXIS_XY))
-            if not lay.min_reach <= reach <= lay.max_reach:
-                continue
-            if any(np.hypot(*(xy - o)) < lay.min_separation for o in others):
-                continue
-            env.place_cube(env.target, xy)
-            return
+            if self._free_spot(xy):
+                env.place_cube(env.target, xy)
+                self._staged.append("miss")
+                return
 
     def _grasp_yaw(self, cube: np.ndarray, cube_yaw: float) -> float:
         """Jaw yaw aligned with a cube face, chosen so the wrist rolls as little as possible."""

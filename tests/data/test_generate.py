@@ -128,6 +128,7 @@ def test_overwrite_refuses_foreign_folder(tmp_path):
         (["--episodes=0"], "--episodes must be >= 1"),
         (["--overwrite=true", "--resume=true"], "exclude each other"),
         (["--recovery_prob=1.5"], "--recovery_prob must be in [0, 1]"),
+        (["--landing_prob=-0.1"], "--landing_prob must be in [0, 1]"),
     ],
 )
 def test_cli_bad_input(tmp_path, capsys, args, message):

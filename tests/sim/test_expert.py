@@ -163,15 +163,45 @@ def test_staged_miss_shows_a_second_grasp(env):
             break
     assert info["success"]
     assert expert._attempts == 1
+    assert expert.staged() == ["miss"]
     moved = np.hypot(*(env.unwrapped.cube_positions()[info["target"]][:2] - start[:2]))
     assert moved > 0.025  # grasped where it was pushed to
     closes = np.flatnonzero(np.diff((np.array(grips) < 1.0).astype(int)) == 1)
     assert len(closes) == 2, "the jaws should close twice: the miss and the grasp"
 
 
-def test_miss_prob_is_validated(env):
-    with pytest.raises(ValueError, match="miss_prob"):
-        PickCubeExpert(env, seed=0, miss_prob=2.0)
+def test_staged_landing_shows_the_expert_rising_off_the_cube(env):
+    """Recovery demos for an off-centre grasp: late in the descent the cube slides toward one
+    jaw, which comes down on its top. The expert does not close on it: it sees the jaws stopped
+    above the grasp, rises, aligns again over where the cube now is, and still succeeds."""
+    obs, info = env.reset(seed=3)
+    expert = PickCubeExpert(env, seed=3, landing_prob=1.0)
+    heights, grips, checks = [], [], []
+    misaligned = expert._misaligned
+    expert._misaligned = lambda: checks.append(misaligned()) or checks[-1]
+    for _ in range(MAX_STEPS):
+        action = expert.act(obs)
+        grips.append(action[5])
+        obs, _, terminated, truncated, info = env.step(action)
+        heights.append(env.unwrapped.grasp_position()[2])
+        if terminated or truncated:
+            break
+    assert info["success"]
+    assert expert.staged() == ["landing"]
+    assert checks == [True, False], "one descent refused (jaw on the cube), the next one closes"
+    assert expert._attempts == 1
+    closes = np.flatnonzero(np.diff((np.array(grips) < 1.0).astype(int)) == 1)
+    assert len(closes) == 1, "the jaws close only once, on the cube, not on top of it"
+    # Down, back up by more than half the approach height, down again, then the lift.
+    z = np.array(heights)
+    first_low = int(np.argmin(z[: len(z) // 2]))
+    assert z[first_low:].max() - z[first_low] > 0.5 * 0.05
+
+
+@pytest.mark.parametrize("name", ["miss_prob", "landing_prob"])
+def test_staging_probabilities_are_validated(env, name):
+    with pytest.raises(ValueError, match=name):
+        PickCubeExpert(env, seed=0, **{name: 2.0})
 
 
 def test_demos_vary_with_the_expert_seed(env):
