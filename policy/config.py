@@ -104,7 +104,9 @@ class PolicyConfig:
     cameras: tuple[str, ...] = ("front", "wrist")
     # Images are resized to image_size x image_size before the encoder.
     image_size: int = 64
+    # Length of observation.state (the SO-101's 5 joints and gripper).
     state_dim: int = 6
+    # Length of one action (joint targets in the follower's units).
     action_dim: int = 6
     # Actions predicted per chunk (at 30 Hz, 50 = 1.7 s).
     chunk_size: int = 50
@@ -112,13 +114,17 @@ class PolicyConfig:
     replan_every: int = 10
     # The first blend_steps actions of a new chunk cross-fade from the previous chunk.
     blend_steps: int = 5
-    # Width, heads and depth of the transformer trunk (observation tokens) and action head.
+    # Token width of the transformer trunk over image, language and state tokens.
     d_model: int = 128
+    # Attention heads of the trunk (d_model must divide by it).
     n_heads: int = 4
+    # Transformer layers of the trunk.
     trunk_layers: int = 2
-    # Residual MLP blocks of the action head, their width, and the trunk readout tokens feeding it.
+    # Residual MLP blocks of the action head.
     head_layers: int = 3
+    # Width of the action head's MLP blocks.
     head_dim: int = 512
+    # Readout tokens the trunk feeds the action head.
     n_readout: int = 4
     # Dropout in the trunk (random-shift augmentation is the main regularizer).
     dropout: float = 0.0

@@ -64,14 +64,21 @@ class TrainConfig:
     steps: int = 4000
     # Stop after this many seconds of training even if steps remain (None = no limit).
     time_budget_s: float | None = None
+    # Samples per optimizer step (per process).
     batch_size: int = 64
+    # Peak AdamW learning rate; it warms up linearly, then follows a cosine down to a tenth.
     lr: float = 3e-4
+    # AdamW weight decay.
     weight_decay: float = 1e-4
+    # Steps of linear learning-rate warmup.
     warmup_steps: int = 200
+    # Clip the gradient's global norm to this value.
     grad_clip: float = 1.0
     # Save a checkpoint every N steps (and always at the end).
     save_every: int = 1000
+    # Log loss, learning rate and throughput every N steps (progress bar, tensorboard, wandb).
     log_every: int = 25
+    # Seed of the model's initialization, data order and augmentation.
     seed: int = 0
     # Continue from <out>/checkpoints/last (same config required).
     resume: bool = False

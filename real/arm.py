@@ -273,7 +273,7 @@ class GatedArm:
                     self.robot.disconnect()
                 except Exception as exc:
                     logger.error("closing the port failed: %s", exc)
-                self.heartbeat.stop("arm closed: torque off")
+                self.heartbeat.stop("arm closed: torque off", fault=False)
                 self.heartbeat.close()
 
     def _hold_and_park(self) -> None:

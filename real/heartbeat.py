@@ -195,12 +195,13 @@ class Heartbeat:
         self.seq += 1
         self._emit(b"%d %.6f" % (self.seq, time.time()))
 
-    def stop(self, why: str) -> None:
-        """No more beats, ever (a deliberate restart makes a new Heartbeat)."""
+    def stop(self, why: str, fault: bool = True) -> None:
+        """No more beats, ever (a deliberate restart makes a new Heartbeat). ``fault=False``
+        for an orderly end (torque off after a park): logged as information, not an error."""
         if self.stopped is not None:
             return
         self.stopped = why
-        logger.error("heartbeat stopped: %s", why)
+        logger.log(logging.ERROR if fault else logging.INFO, "heartbeat stopped: %s", why)
         self._emit(STOP_WORD + b" " + why.encode()[:400])
 
     def close(self) -> None:

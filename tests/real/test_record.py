@@ -27,6 +27,7 @@ from real.record import RecordConfig, RecordDatasetConfig, RecordingControls, re
 from real.recorder import read_journal
 from real.safety_check import recheck_audit_log
 from real.teleop import DatasetReplayTeleopConfig
+from sim import so101
 
 ROBOT_ID = "record_test"
 SEED = 1_000_006  # the scene of conftest's replay_demos
@@ -212,6 +213,80 @@ def test_sigkill_of_the_record_command_loses_at_most_one_episode(twin, demos, tm
         assert ds.meta.total_episodes >= committed + saved - 1, out
         committed = ds.meta.total_episodes
         assert len(ds) == sum(ds.meta.episodes["length"])
+
+
+def _read_until(fd: int, text: str, timeout_s: float, seen: bytearray) -> None:
+    """Reads the terminal's output into ``seen`` until ``text`` shows up (or fails)."""
+    import select
+
+    deadline = time.monotonic() + timeout_s
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(
+                f"no {text!r} within {timeout_s} s; the terminal shows:\n"
+                + seen.decode(errors="replace")
+            )
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                raise AssertionError(seen.decode(errors="replace")) from None
+
+
+@pytest.mark.slow
+def test_keyboard_teleop_from_a_real_terminal(twin, tmp_path):
+    """`armvla record --teleop.type=armvla_keyboard_ee` in a pseudo-terminal, with no display
+    (lerobot's terminal key reader, as over SSH): typed keys raise the tool and open the
+    gripper on the twin, n saves the episode, and the terminal gets its echo back."""
+    import pty
+    import termios
+
+    root = tmp_path / "rec"
+    cmd = [
+        sys.executable, "-m", "policy.cli", "record",
+        "--robot.type=so101_follower", f"--robot.port={twin.port}", f"--robot.id={ROBOT_ID}",
+        f"--robot.calibration_dir={twin.calibration_dir}",
+        "--teleop.type=armvla_keyboard_ee",
+        f"--dataset.root={root}", f"--dataset.single_task={TASK_TEXT}",
+        "--dataset.num_episodes=1", "--dataset.episode_time_s=60", f"--out={tmp_path / 'log'}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["MUJOCO_GL"] = os.environ.get("MUJOCO_GL", "egl")
+    master, slave = pty.openpty()
+    echo_before = termios.tcgetattr(slave)[3] & termios.ECHO
+    proc = subprocess.Popen(
+        cmd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+    )
+    seen = bytearray()
+    try:
+        _read_until(master, "episode 0: recording", 120, seen)
+        time.sleep(1.0)  # a second of the arm standing still
+        for key in "uuuu" + "oo":  # 4 cm up, gripper +40 %
+            os.write(master, key.encode())
+            time.sleep(0.4)
+        time.sleep(1.5)  # let the gate's step limits bring the arm there
+        os.write(master, b"n")
+        _read_until(master, "episode 0: saved", 60, seen)
+        assert proc.wait(timeout=60) == 0, seen.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert termios.tcgetattr(slave)[3] & termios.ECHO == echo_before, "terminal left in cbreak"
+    os.close(master)
+    os.close(slave)
+    table = load(root).hf_dataset.with_format("numpy")
+    state = np.stack(table["observation.state"])
+    action = np.stack(table[ACTION])
+    assert action[-1, 5] - action[0, 5] > 35.0  # two presses of o: +40 % gripper command
+    assert state[-1, 5] - state[0, 5] > 25.0  # and the jaws opened on the twin
+    # The tool went up by about the four steps of u (forward kinematics of the recorded state).
+    from sim.ik import TopDownIK
+
+    ik = TopDownIK()
+    z = [ik.grasp_position(so101.to_radians(s))[2] for s in (state[0], state[-1])]
+    assert 0.03 < z[1] - z[0] < 0.05, z
 
 
 def test_an_overheating_servo_stops_the_recording(demos, tmp_path):
