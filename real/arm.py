@@ -32,7 +32,7 @@ import numpy as np
 from data.keys import SO101_JOINTS, SO101_MOTOR_FEATURES
 from real.heartbeat import Heartbeat, SelfCheck
 from real.safety_gate import GateDecision, Reason, SafetyGate
-from real.supervisor import ServoHealth
+from real.supervisor import GRIPPER, ServoHealth
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ class GatedArm:
                 )
             bus.sync_write("Goal_Position", present, normalize=False)
             original_configure()
+            self._cap_gripper_torque()
 
         robot.configure = configure_holding_present
         try:
@@ -173,6 +174,28 @@ class GatedArm:
         self.self_check.restart(decision.command_rad)
         self._last_written = decision  # the goal register holds it already
         return decision
+
+    def _cap_gripper_torque(self) -> None:
+        """SAFETY.md 15: the gripper's runtime torque cap (``Torque_Limit``, RAM) is set to the
+        safety config's ``gripper_torque_limit`` and read back with the EEPROM cap; if the servo
+        would still allow more, torque goes off and the connect fails."""
+        bus = self.robot.bus
+        name = SO101_JOINTS[GRIPPER]
+        if name not in bus.motors:
+            return
+        cap = round(self.gate.config.gripper_torque_limit * 1000)  # 0.1 % units
+        bus.write("Torque_Limit", name, cap, normalize=False)
+        have = min(
+            int(bus.read(reg, name, normalize=False))
+            for reg in ("Max_Torque_Limit", "Torque_Limit")
+        )
+        if have > cap:
+            bus.disable_torque()
+            raise CalibrationMismatchError(
+                f"refusing torque: the gripper's torque cap reads back as {have / 10:g} %, above "
+                f"the safety config's gripper_torque_limit {cap / 10:g} % (the servo did not "
+                "take the write; check the bus and the servo's EEPROM lock)"
+            )
 
     def present(self) -> np.ndarray:
         """Measured joint positions [6] (lerobot units), read from the bus."""
@@ -300,7 +323,8 @@ class GatedArm:
 
 
 class CalibrationMismatchError(ValueError):
-    """The servos' EEPROM, the calibration file and the present positions disagree."""
+    """The servos disagree with the calibration file (EEPROM limits, homing offsets, present
+    positions) or with the safety config (the gripper's torque cap): torque stays off."""
 
 
 def calibration_problems(robot, present_raw: dict[str, int], tolerance_steps: int) -> list[str]:

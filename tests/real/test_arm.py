@@ -27,6 +27,7 @@ from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
 from real.feetech_twin.control_table import BY_NAME, decode_value
 from real.feetech_twin.protocol import Instruction
 from real.heartbeat import Heartbeat
+from real.safety_config import SafetyConfig
 from real.safety_gate import Reason, SafetyGate
 
 ROBOT_ID = "arm_test"
@@ -248,6 +249,36 @@ def test_calibration_that_disagrees_with_the_servos_refuses_torque(twin, tmp_pat
     arm = GatedArm(_follower(twin, Path(twin.config.calibration_dir)), SafetyGate())
     arm.connect()  # the matching file connects
     arm.close()
+
+
+def test_the_gripper_torque_cap_of_the_safety_config_is_set_and_read_back(twin, monkeypatch):
+    """SAFETY.md 15: the gripper's runtime torque cap is the config's, whatever lerobot's
+    configure leaves in the EEPROM (500 = 50 %); a servo that does not take it keeps torque off."""
+    twin.set_faults(FaultConfig())
+    calib = Path(twin.config.calibration_dir)
+    arm = GatedArm(_follower(twin, calib), SafetyGate(SafetyConfig(gripper_torque_limit=0.3)))
+    arm.connect()
+    try:
+        assert twin.read_register("gripper", "Torque_Limit") == 300
+        assert twin.read_register("gripper", "Max_Torque_Limit") == 500
+        assert twin.read_register("elbow_flex", "Torque_Limit") == 1000  # the arm's untouched
+    finally:
+        arm.close()
+
+    robot = _follower(twin, calib)
+    write = type(robot.bus).write
+
+    def lost_write(self, data_name, motor, value, **kwargs):
+        if data_name != "Torque_Limit":
+            write(self, data_name, motor, value, **kwargs)
+
+    monkeypatch.setattr(type(robot.bus), "write", lost_write)
+    with twin.lock:  # as after a power cycle
+        twin.servo("gripper").set("Torque_Limit", 1000)
+    arm = GatedArm(robot, SafetyGate(SafetyConfig(gripper_torque_limit=0.3)))
+    with pytest.raises(CalibrationMismatchError, match="torque cap reads back as 50 %"):
+        arm.connect()
+    assert all(twin.read_register(s.name, "Torque_Enable") == 0 for s in twin.servos)
 
 
 def test_present_position_outside_the_calibrated_range_is_a_problem():
