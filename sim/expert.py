@@ -188,7 +188,9 @@ class PickCubeExpert:
                 self._queue_segment(q_now, [q_pre], ticks=approach)
                 self._queue_segment(q_pre, path[1:], ticks=descent)
         elif self._phase == 1:  # close the jaws; the lift starts as soon as they stop moving
-            if self._close_ticks == 0 and self._misaligned() and self._attempts < MAX_ATTEMPTS - 1:
+            # Only with landing demos on, so that the shipped recipes' demos stay as they were.
+            checks = self.landing_prob > 0 and self._close_ticks == 0
+            if checks and self._attempts < MAX_ATTEMPTS - 1 and self._misaligned():
                 self._open_and_rise(q_now)  # a jaw sits on the cube: rise and align again
                 return
             self._gripper_pct = 0.0
