@@ -184,9 +184,9 @@ class GatedArm:
         if name not in bus.motors:
             return
         cap = round(self.gate.config.gripper_torque_limit * 1000)  # 0.1 % units
-        bus.write("Torque_Limit", name, cap, normalize=False)
+        bus.write("Torque_Limit", name, cap, normalize=False, num_retry=2)
         have = min(
-            int(bus.read(reg, name, normalize=False))
+            int(bus.read(reg, name, normalize=False, num_retry=2))
             for reg in ("Max_Torque_Limit", "Torque_Limit")
         )
         if have > cap:

@@ -91,6 +91,14 @@ def arm(twin):
     twin.set_packet_listener(None)
 
 
+def _flushed(arm: GatedArm) -> WireLog:
+    """The wire log once the twin has handled every packet sent so far. Writes get no reply and
+    the twin reads the pty on its own thread, so under load it can lag the sender by many
+    packets; it handles packets in order, so the reply to a read means all earlier writes are in."""
+    arm.robot.bus.sync_read("Present_Position", num_retry=2)
+    return arm.wire
+
+
 def _normalized(arm: GatedArm, raw: dict[int, int]) -> np.ndarray:
     """Raw goal steps from the wire -> lerobot units, through lerobot's own calibration."""
     bus = arm.robot.bus
@@ -110,12 +118,12 @@ def test_goal_is_set_to_present_before_torque_turns_on(arm):
 
 def test_every_goal_write_on_the_wire_is_a_gate_decision(arm):
     start = arm.connect().command
-    n_connect = len(arm.wire.writes(GOAL))
+    n_connect = len(_flushed(arm).writes(GOAL))
     for i in range(40):
         target = start + np.array([20.0, -10.0, 10.0, 5.0, 30.0, 20.0]) * np.sin(i / 10)
         arm.send(target)
         time.sleep(1 / 60)
-    on_wire = arm.wire.writes(GOAL)[n_connect:]
+    on_wire = _flushed(arm).writes(GOAL)[n_connect:]
     assert len(on_wire) == len(arm.writes) == 40
     for (_, raw), (_, command) in zip(on_wire, arm.writes, strict=True):
         # One encoder step is 0.088 deg (gripper: its travel / range in steps).
@@ -209,11 +217,12 @@ def test_a_command_failing_the_self_check_never_reaches_the_wire(twin):
     try:
         start = arm.connect().command
         arm.send(start)  # at the target: the guarded ramp ends, full speed from here
-        n_connect = len(arm.wire.writes(GOAL))
+        n_connect = len(_flushed(arm).writes(GOAL))
         sent = [arm.send(start + np.array([40.0, 0, 0, 0, 0, 0])) for _ in range(30)]
         assert not arm.self_check.ok and "fails step" in arm.self_check.failure
         assert gate.latched  # and the gate holds from now on
-        on_wire = np.array([_normalized(arm, raw) for _, raw in arm.wire.writes(GOAL)[n_connect:]])
+        writes = _flushed(arm).writes(GOAL)[n_connect:]
+        on_wire = np.array([_normalized(arm, raw) for _, raw in writes])
         steps = np.abs(np.diff(np.vstack([start, on_wire]), axis=0))[:, 0]
         assert steps.max() <= 3.0 + 0.2  # SAFETY.md's 3°/tick, within one encoder step
         np.testing.assert_allclose(sent[-1].command, on_wire[-1], atol=0.2)  # what was written
