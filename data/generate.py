@@ -92,6 +92,15 @@ class GenerateConfig:
     # 1000000-1000099: 66/100 within the task's 300 steps, 84/100 within 450; the shipped
     # checkpoint of the time (ungated expert, no recovery) 89/100.
     expert_limits: bool = False
+    # Takeover demos (DAgger-style): this policy checkpoint (a folder written by `armvla train`,
+    # or "default" for the shipped one) drives each episode first, through the safety gate as
+    # in `armvla eval`; at a tick drawn from --takeover_ticks the expert takes over from the
+    # state the policy left, and only the expert's frames are written. They label the states
+    # the policy really visits (approaches a few mm off centre, jaws on the cube) with the
+    # expert's correction. Episodes the policy finishes before the takeover write nothing.
+    takeover_policy: str | None = None
+    # [first, last]: the takeover tick is drawn uniformly from this range in each episode.
+    takeover_ticks: list[int] = field(default_factory=lambda: [15, 130])
 
     def __post_init__(self):
         if self.episodes < 1:
@@ -102,17 +111,31 @@ class GenerateConfig:
             raise ValueError(f"--recovery_prob must be in [0, 1], got {self.recovery_prob}")
         if not 0.0 <= self.landing_prob <= 1.0:
             raise ValueError(f"--landing_prob must be in [0, 1], got {self.landing_prob}")
+        if (
+            len(self.takeover_ticks) != 2
+            or not 0 <= self.takeover_ticks[0] <= self.takeover_ticks[1]
+        ):
+            raise ValueError(
+                f"--takeover_ticks must be [first, last] with 0 <= first <= last, got "
+                f"{self.takeover_ticks}"
+            )
         self.out = Path(self.out)
 
 
 # ---------------------------------------------------------------------------- workers
 _worker_env = None
 _worker_expert_cls = None
+_worker_policy = None
+_worker_gated_expert = False
 
 
 @guarded_initializer
 def _init_worker(
-    task_name: str, image_size: int, cameras: tuple[str, ...], safety_gate: bool
+    task_name: str,
+    image_size: int,
+    cameras: tuple[str, ...],
+    safety_gate: bool,
+    takeover_policy: str | None = None,
 ) -> None:
     # The main process owns Ctrl-C: it stops the pool and finalizes the dataset.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -122,14 +145,28 @@ def _init_worker(
     from real.gated_env import SafetyGateWrapper
     from sim.registry import make_env
 
-    global _worker_env, _worker_expert_cls
+    global _worker_env, _worker_expert_cls, _worker_policy, _worker_gated_expert
     spec = resolve_task(task_name)
     # With --safety_gate the expert drives the arm through the gate, so the demo's motion is
     # what the gated arm does. Either way the dataset's action is the expert's request (its
     # intent, as lerobot records a leader arm's position), which the gate filters when a
     # policy trained on it runs.
     env = make_env(task_name, image_size=image_size, cameras=cameras)
-    _worker_env = SafetyGateWrapper(env) if safety_gate else env
+    # A takeover policy always drives through the gate, as in `armvla eval`; the expert after
+    # it only with --safety_gate (run_expert_episode steps the wrapped env otherwise).
+    _worker_env = SafetyGateWrapper(env) if safety_gate or takeover_policy else env
+    _worker_gated_expert = safety_gate
+    _worker_policy = None
+    if takeover_policy:
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        from policy.checkpoint import load_policy
+        from policy.eval import checkpoint_path
+
+        torch.set_num_threads(1)  # one core per worker process
+        hf_logging.disable_progress_bar()
+        _worker_policy = load_policy(checkpoint_path(takeover_policy))
     module, cls = spec.expert.split(":")
     _worker_expert_cls = getattr(importlib.import_module(module), cls)
 
@@ -157,8 +194,13 @@ def run_expert_episode(
     miss_prob: float = 0.0,
     limits: bool = False,
     landing_prob: float = 0.0,
+    takeover_ticks: tuple[int, int] = (15, 130),
 ) -> dict:
-    """Runs one expert episode in this worker's env; returns its frames stacked per key."""
+    """Runs one expert episode in this worker's env; returns its frames stacked per key.
+
+    With a takeover policy in the worker, the policy drives first (``takeover_ticks``) and the
+    frames start where the expert took over; ``"takeover_tick"`` says where (None = no policy),
+    and ``"policy_finished"`` is True when the policy solved the task before that tick."""
     raise_if_setup_failed()
     env = _worker_env
     obs, _ = env.reset(seed=seed)
@@ -167,7 +209,27 @@ def run_expert_episode(
     if limits:
         kwargs["limits"] = expert_motion_limits()
     expert = _worker_expert_cls(env.unwrapped, seed=seed, variation=variation, **kwargs)
-    gated = hasattr(env, "gate")
+    step = env.step
+    takeover = None
+    if _worker_policy is not None:
+        # Its own stream: the expert's draws stay those of the seed.
+        takeover = int(
+            np.random.default_rng([seed, 1]).integers(takeover_ticks[0], takeover_ticks[1] + 1)
+        )
+        obs, done = _drive_with_policy(env, obs, takeover)
+        if done:
+            return {
+                "seed": seed,
+                "success": False,
+                "policy_finished": True,
+                "takeover_tick": takeover,
+            }
+        expert.take_over()
+        if not _worker_gated_expert:
+            step = env.env.step  # past the gate the policy drove through
+    # The gate's interventions on the demo's commands; the policy's share is not the demo's.
+    interventions = (lambda: env.episode_stats["interventions"]) if _worker_gated_expert else int
+    before = interventions()
     frames: dict[str, list] = {}
     info = {"success": False}
     while True:
@@ -176,19 +238,35 @@ def run_expert_episode(
             if key != TASK:
                 frames.setdefault(key, []).append(value)
         frames.setdefault(ACTION, []).append(np.asarray(action, dtype=np.float32))
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = step(action)
         if terminated or truncated:
             break
     return {
         "seed": seed,
         "success": bool(info["success"]),
+        "policy_finished": False,
+        "takeover_tick": takeover,
         "task": obs[TASK],
         "frames": {k: np.stack(v) for k, v in frames.items()},
         "safety": {
             "ticks": len(frames[ACTION]),
-            "interventions": env.episode_stats["interventions"] if gated else 0,
+            "interventions": interventions() - before,
         },
     }
+
+
+def _drive_with_policy(env, obs: dict, ticks: int) -> tuple[dict, bool]:
+    """The worker's policy drives ``ticks`` ticks; returns the last observation and whether
+    the episode ended (solved or out of time) before the takeover."""
+    from policy.io import action_to_env, obs_to_batch
+
+    _worker_policy.reset()
+    for _ in range(ticks):
+        action = action_to_env(_worker_policy.select_action(obs_to_batch(obs)))
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            return obs, True
+    return obs, False
 
 
 # ---------------------------------------------------------------------------- main
@@ -252,6 +330,18 @@ def generate(cfg: GenerateConfig) -> dict:
     """
     from tqdm import tqdm
 
+    takeover = None
+    if cfg.takeover_policy:
+        from policy.eval import checkpoint_path
+
+        try:  # fails here, with what to pass, rather than in every worker
+            policy_dir = checkpoint_path(cfg.takeover_policy)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(str(err).replace("--policy=", "--takeover_policy=")) from None
+        takeover = {
+            "policy": str(policy_dir.resolve()),
+            "ticks": list(cfg.takeover_ticks),
+        }
     resume = prepare_output(cfg.out, cfg.overwrite, cfg.resume)
     repo_id = cfg.repo_id or f"armvla/{cfg.out.name}"
     meta = _load_meta(cfg.out) if resume else {}
@@ -282,11 +372,19 @@ def generate(cfg: GenerateConfig) -> dict:
             f"cannot resume {cfg.out}: its demos were generated with --expert_limits="
             f"{str(meta['expert_limits']).lower()}; use the same setting or a new --out"
         )
+    if meta.setdefault("takeover", takeover) != takeover:
+        raise ValueError(
+            f"cannot resume {cfg.out}: its demos were generated with takeover "
+            f"{meta['takeover']}, this run asks for {takeover}; use the same --takeover_policy "
+            "and --takeover_ticks or a new --out"
+        )
     meta.setdefault("safety_interventions", 0)
     meta.setdefault("safety_ticks", 0)
     meta.setdefault("episode_seeds", [])
     meta.setdefault("failed_seeds", [])
-    attempts = successes = 0
+    if takeover:
+        meta.setdefault("policy_finished_seeds", [])
+    attempts = successes = policy_finished = 0
     finished = False
 
     # Ctrl-C / SIGTERM only set a flag: the episode being written is finished, then the run
@@ -306,7 +404,13 @@ def generate(cfg: GenerateConfig) -> dict:
     pool = ctx.Pool(
         workers,
         initializer=_init_worker,
-        initargs=(cfg.task.name, cfg.task.image_size, tuple(cfg.task.cameras), cfg.safety_gate),
+        initargs=(
+            cfg.task.name,
+            cfg.task.image_size,
+            tuple(cfg.task.cameras),
+            cfg.safety_gate,
+            cfg.takeover_policy,
+        ),
     )
     bar = tqdm(total=cfg.episodes, desc=f"generate {cfg.task.name}", unit="ep")
     try:
@@ -316,6 +420,7 @@ def generate(cfg: GenerateConfig) -> dict:
             miss_prob=cfg.recovery_prob,
             limits=cfg.expert_limits,
             landing_prob=cfg.landing_prob,
+            takeover_ticks=tuple(cfg.takeover_ticks),
         )
         results = pool.imap(run, seeds)
         for result in results:
@@ -326,11 +431,17 @@ def generate(cfg: GenerateConfig) -> dict:
                 meta["episode_seeds"].append(result["seed"])
                 meta["safety_interventions"] += result["safety"]["interventions"]
                 meta["safety_ticks"] += result["safety"]["ticks"]
+            elif result["policy_finished"]:  # nothing left for the expert to show
+                policy_finished += 1
+                meta["policy_finished_seeds"].append(result["seed"])
             else:
                 meta["failed_seeds"].append(result["seed"])
             meta["next_seed"] = result["seed"] + 1
             _write_meta(cfg.out, meta)
-            bar.set_postfix(success=f"{successes}/{attempts}", refresh=False)
+            postfix = {"success": f"{successes}/{attempts}"}
+            if takeover:
+                postfix["policy_done"] = policy_finished
+            bar.set_postfix(postfix, refresh=False)
             bar.update(1)
             if stop_requested:
                 break
@@ -352,7 +463,8 @@ def generate(cfg: GenerateConfig) -> dict:
             signal.signal(sig, handler)
 
     wall = time.perf_counter() - t0
-    rate = successes / attempts if attempts else 0.0
+    tried = attempts - policy_finished  # episodes the expert played
+    rate = successes / tried if tried else 0.0
     summary = {
         "task": cfg.task.name,
         "attempts": attempts,
@@ -365,12 +477,19 @@ def generate(cfg: GenerateConfig) -> dict:
         "total_episodes": ds.meta.total_episodes,
         "interrupted": interrupted,
     }
+    if takeover:
+        summary["policy_finished"] = policy_finished
     meta["last_run"] = {**summary, "config": _jsonable(asdict(cfg))}
     _write_meta(cfg.out, meta)
     state = "interrupted after" if interrupted else "ran"
+    finished_first = (
+        f" ({policy_finished} solved by the policy before the takeover, not written)"
+        if takeover
+        else ""
+    )
     print(
         f"{state} {attempts} expert episodes of {cfg.task.name}: {successes} succeeded "
-        f"({100 * rate:.1f}%), wall time {wall:.1f} s on {workers} worker(s)\n"
+        f"({100 * rate:.1f}%){finished_first}, wall time {wall:.1f} s on {workers} worker(s)\n"
         f"dataset: {cfg.out} ({ds.meta.total_episodes} episodes, {ds.meta.total_frames} frames)"
     )
     if interrupted:

@@ -37,6 +37,8 @@ from sim.ik import TopDownIK
 
 PAN_AXIS_XY = np.array([0.0388353, 0.0])
 MAX_ATTEMPTS = 3  # grasps per episode before the expert gives up
+OPEN_PCT = (35.0, 55.0)  # range of the jaws' opening on the way down (lerobot %)
+CLOSING_PCT = 25.0  # gripper below this (lerobot %) with the cube between the jaws: grasping
 ELBOW_OFFSET = np.array([0.0, 0.0, 0.0182])  # the gate's elbow point in the lower_arm frame
 
 
@@ -116,7 +118,7 @@ class PickCubeExpert:
         self.p = {
             "pre_height": u(0.05, 0.08),
             "lift_height": u(0.075, 0.095),
-            "open_pct": u(35.0, 55.0),
+            "open_pct": u(*OPEN_PCT),
             "speed": u(1.4, 2.0),  # rad/s of the fastest joint on free-space moves
             "descend_speed": u(0.06, 0.09),  # m/s of the grasp point
             "offset": np.array([u(-0.003, 0.003), u(-0.003, 0.003)]),
@@ -139,6 +141,34 @@ class PickCubeExpert:
         self._stage_miss = self.miss_prob > 0 and self.rng.random() < self.miss_prob
         self._stage_landing = self.landing_prob > 0 and self.rng.random() < self.landing_prob
         self._grasp_z: float | None = None  # height the current descent ends at
+        self._from_grasp: np.ndarray | None = None  # grasp point where take_over() found it
+        self._from_on_top = False  # and whether a jaw rested on the cube's top then
+
+    def take_over(self) -> None:
+        """Call instead of :meth:`reset` when the expert takes over an episode that another
+        controller (a policy) has been driving: the plan starts from the state it left.
+
+        Holding the named cube up, the expert lifts it; with the jaws around it on the table,
+        it closes them; otherwise it flies to the approach point over the cube at the jaws'
+        present height (capped at the usual approach height; 1.5 cm higher if they are low
+        and more than 4 mm off centre, so they do not drag the cube) and descends. Demos
+        recorded from here label the states a policy visits with the expert's correction
+        (DAgger); a policy that is on course sees the expert carry on, not start over."""
+        self.reset()
+        env = self.env
+        grasp = env.grasp_position()
+        cube = env.cube_positions()[env.target]
+        self._yaw = self._grasp_yaw(cube, env.cube_yaws()[env.target])
+        around = self._holding_target()
+        grip = so101.from_radians(env.arm_qpos())[5]
+        if around and env.cube_lifts()[env.target] > 0.01:
+            self._gripper_pct, self._phase = 0.0, 2
+        elif around and grip < CLOSING_PCT:
+            self._gripper_pct, self._phase = 0.0, 1
+        else:
+            self._from_grasp, self._from_on_top = grasp, self._jaw_on_target()
+            if self.variation:  # keep the opening the jaws have, where a demo's could be
+                self.p["open_pct"] = float(np.clip(grip, *OPEN_PCT))
 
     def staged(self) -> list[str]:
         """The recoveries staged in this episode so far ("miss", "landing")."""
@@ -172,14 +202,20 @@ class PickCubeExpert:
             self._gripper_pct = p["open_pct"]
             self._yaw = yaw
             self._grasp_z = grasp_z
-            pre_z = grasp_z + p["pre_height"]
+            pre_z, drop = grasp_z + p["pre_height"], p["pre_height"]
+            if self._from_grasp is not None:  # taking over: see take_over()
+                here, self._from_grasp = self._from_grasp, None
+                beside = np.hypot(*(here[:2] - target_xy)) > 0.012 and here[2] < grasp_z + 0.03
+                rise = 0.015 if self._from_on_top or beside else 0.0
+                pre_z = float(np.clip(here[2] + rise, grasp_z + 0.01, pre_z))
+                drop = pre_z - grasp_z
             q_pre = self._ik(np.r_[target_xy, pre_z], yaw, q_now)
             path, q = [q_pre], q_pre
             for z in np.linspace(pre_z, grasp_z, 5)[1:]:
                 q = self._ik(np.r_[target_xy, z], yaw, q)
                 path.append(q)
             approach = self._ticks_for_joints(np.vstack([q_now, q_pre]), p["speed"])
-            descent = self._ticks_for_distance(p["pre_height"], p["descend_speed"])
+            descent = self._ticks_for_distance(drop, p["descend_speed"])
             if self.limits is None:
                 self._queue_segment(
                     q_now, path, ticks=approach + descent, stage_ticks=(approach, descent)
@@ -240,6 +276,18 @@ class PickCubeExpert:
         grasp = self.env.grasp_position()
         blocked = self._grasp_z is not None and grasp[2] - self._grasp_z > 0.012
         return bool(blocked or np.hypot(*(cube[:2] - grasp[:2])) > 0.01)
+
+    def _jaw_on_target(self) -> bool:
+        """Whether a jaw rests on the named cube's top: a contact between them whose normal is
+        near vertical (privileged check; jaws squeezing its sides push sideways)."""
+        model, data = self.env.model, self.env.data
+        cube = model.body(f"cube_{self.env.target}").id
+        jaws = {model.body("gripper").id, model.body("moving_jaw").id}
+        for contact in data.contact[: data.ncon]:
+            bodies = {model.geom_bodyid[contact.geom1], model.geom_bodyid[contact.geom2]}
+            if cube in bodies and bodies & jaws and abs(contact.frame[2]) > 0.7:
+                return True
+        return False
 
     def _maybe_slide_target_under_a_jaw(self) -> None:
         """Stages a jaw landing on the cube: once the grasp point is 4.5 cm above the grasp

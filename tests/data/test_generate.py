@@ -129,6 +129,7 @@ def test_overwrite_refuses_foreign_folder(tmp_path):
         (["--overwrite=true", "--resume=true"], "exclude each other"),
         (["--recovery_prob=1.5"], "--recovery_prob must be in [0, 1]"),
         (["--landing_prob=-0.1"], "--landing_prob must be in [0, 1]"),
+        (["--takeover_ticks=[50,20]"], "--takeover_ticks must be [first, last]"),
     ],
 )
 def test_cli_bad_input(tmp_path, capsys, args, message):
@@ -216,3 +217,42 @@ def test_slow_video_encoder_drops_no_frames(tmp_path, monkeypatch, caplog):
     ds = LeRobotDataset(summary["repo_id"], root=out)
     last = ds[len(ds) - 1]  # decoding the last frame fails if the video is short
     assert last["observation.images.wrist"].shape == (3, 48, 48)
+
+
+def test_takeover_demos_start_where_the_policy_left_the_arm(tmp_path, small_dataset):
+    """DAgger-style demos: the shipped policy drives 40 ticks, then the expert; only the
+    expert's frames are written, and the run's settings go with the dataset."""
+    take = _generate(
+        tmp_path / "take", episodes=2, takeover_policy="default", takeover_ticks=[40, 40]
+    )
+    meta = json.loads((tmp_path / "take" / "meta" / GENERATE_META).read_text())
+    assert meta["takeover"]["ticks"] == [40, 40]
+    assert Path(meta["takeover"]["policy"]).name == "pick_color_cube"
+    assert take["successes"] >= 1
+    first, seeds = [], []  # first state of each episode, and its seed
+    for root, summary in ((small_dataset[0], small_dataset[1]), (tmp_path / "take", take)):
+        ds = LeRobotDataset(summary["repo_id"], root=root)
+        first.append(
+            [ds[int(i)][OBS_STATE].numpy() for i in ds.meta.episodes["dataset_from_index"]]
+        )
+        seeds.append(json.loads((root / "meta" / GENERATE_META).read_text())["episode_seeds"])
+    # Same scenes (seeds 0, 1): a plain demo starts at the reset pose, a takeover one 40 ticks in.
+    for state, seed in zip(first[1], seeds[1], strict=True):
+        if seed in seeds[0]:
+            assert np.abs(state - first[0][seeds[0].index(seed)])[:5].max() > 5.0
+    with pytest.raises(ValueError, match="--takeover_ticks"):
+        _generate(
+            tmp_path / "take", 1, resume=True, takeover_policy="default", takeover_ticks=[10, 20]
+        )
+    with pytest.raises(ValueError, match="takeover"):
+        _generate(tmp_path / "take", 1, resume=True)
+
+
+def test_takeover_policy_that_is_not_a_checkpoint_is_refused(tmp_path, capsys):
+    code = cli_main(
+        ["generate", f"--out={tmp_path / 'x'}", f"--takeover_policy={tmp_path}", "--episodes=1"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"--takeover_policy={tmp_path}: no checkpoint there" in err
+    assert not (tmp_path / "x").exists()

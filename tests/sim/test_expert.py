@@ -259,3 +259,75 @@ def test_lifting_the_named_cube_with_another_does_not_succeed(env, wrong):
     hold_steps = env.unwrapped.hold_steps
     for terminated, info in lift_cubes_and_hold(env, ("red", wrong), ticks=3 * hold_steps):
         assert not terminated and not info["success"]
+
+
+def _drive_then_take_over(env, seed: int, until, **driver_kwargs):
+    """A first expert (``driver_kwargs``; it never checks its alignment) drives until
+    ``until(env)``, then a fresh expert takes over. Returns (success, grasp heights [T] after
+    the takeover, gripper commands [T] after it, grasp height at the takeover)."""
+    obs, info = env.reset(seed=seed)
+    driver = PickCubeExpert(env, seed=seed, **driver_kwargs)
+    driver._misaligned = lambda: False
+    for _ in range(MAX_STEPS):
+        if until(env.unwrapped):
+            break
+        obs, *_ = env.step(driver.act(obs))
+    else:
+        raise AssertionError("the driving expert never reached the takeover state")
+    at = env.unwrapped.grasp_position()[2]
+    expert = PickCubeExpert(env, seed=seed + 100)
+    expert.take_over()
+    heights, grips = [], []
+    for _ in range(MAX_STEPS):
+        action = expert.act(obs)
+        grips.append(action[5])
+        obs, _, terminated, truncated, info = env.step(action)
+        heights.append(env.unwrapped.grasp_position()[2])
+        if terminated or truncated:
+            break
+    return bool(info["success"]), np.array(heights), np.array(grips), at
+
+
+def _above_cube(height: float):
+    def reached(u) -> bool:
+        return u.grasp_position()[2] - u.cube_positions()[u.target][2] < height
+
+    return reached
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_taking_over_a_centred_descent_carries_on_down(env, seed):
+    """DAgger labels: where the policy is on course the expert goes on, it does not start over."""
+    success, z, grips, at = _drive_then_take_over(env, seed, _above_cube(0.03))
+    assert success
+    closes = np.flatnonzero(np.diff((grips < 1.0).astype(int)) == 1)
+    assert len(closes) == 1
+    assert z[: closes[0]].max() - at < 0.005, "the expert rose back to its approach height"
+
+
+def test_taking_over_jaws_on_the_cube_rises_a_little_and_aligns(env):
+    """The policy's failure: a jaw came down on the cube's top. The expert rises clear of it
+    (1.5 cm, not back to the approach height), aligns over the cube and grasps once."""
+    probe = PickCubeExpert(env, seed=0)  # reads the contacts of the same env
+    success, z, grips, at = _drive_then_take_over(
+        env, 3, lambda u: probe._jaw_on_target(), landing_prob=1.0
+    )
+    assert success
+    closes = np.flatnonzero(np.diff((grips < 1.0).astype(int)) == 1)
+    assert len(closes) == 1
+    assert 0.008 < z[: closes[0]].max() - at < 0.03
+
+
+def test_taking_over_a_held_cube_lifts_it_without_opening(env):
+    def held(u) -> bool:
+        return u.cube_lifts()[u.target] > 0.015
+
+    success, _, grips, _ = _drive_then_take_over(env, 2, held)
+    assert success
+    assert grips.max() < 1.0, "the jaws opened and dropped the cube"
+
+
+def test_taking_over_at_the_start_is_an_ordinary_demo(env):
+    success, _, grips, _ = _drive_then_take_over(env, 4, lambda u: True)
+    assert success
+    assert np.count_nonzero(np.diff((grips < 1.0).astype(int)) == 1) == 1
