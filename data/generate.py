@@ -29,6 +29,8 @@ from real.safety_config import SafetyConfig
 from sim.registry import resolve_task
 
 GENERATE_META = "armvla_generate.json"
+# A takeover demo shorter than this shows the policy's success, not the expert's: not written.
+MIN_TAKEOVER_FRAMES = 10
 
 
 @dataclass
@@ -99,7 +101,8 @@ class GenerateConfig:
     # the policy really visits (approaches a few mm off centre, jaws on the cube) with the
     # expert's correction. Episodes the policy finishes before the takeover write nothing.
     takeover_policy: str | None = None
-    # [first, last]: the takeover tick is drawn uniformly from this range in each episode.
+    # [first, last]: the takeover tick is drawn uniformly from this range in each episode. The
+    # policy "finished" when it solved the task before, or when the expert needed < 10 ticks.
     takeover_ticks: list[int] = field(default_factory=lambda: [15, 130])
 
     def __post_init__(self):
@@ -241,10 +244,12 @@ def run_expert_episode(
         obs, _, terminated, truncated, info = step(action)
         if terminated or truncated:
             break
+    # The policy had all but finished (lerobot also needs 2 frames for a video's stats).
+    finished = takeover is not None and len(frames[ACTION]) < MIN_TAKEOVER_FRAMES
     return {
         "seed": seed,
-        "success": bool(info["success"]),
-        "policy_finished": False,
+        "success": bool(info["success"]) and not finished,
+        "policy_finished": finished,
         "takeover_tick": takeover,
         "task": obs[TASK],
         "frames": {k: np.stack(v) for k, v in frames.items()},

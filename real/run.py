@@ -30,6 +30,7 @@ import numpy as np
 
 from data.keys import OBS_STATE, SO101_JOINTS, SOURCE_REAL, SOURCE_SIM, TASK, image_key
 from real.arm import GatedArm, HealthPoller, tracking_error_rad
+from real.grasp_hold import GraspHold
 from real.heartbeat import Heartbeat, parse_target
 from real.safety_config import SafetyConfig
 from real.safety_gate import SafetyGate
@@ -305,6 +306,7 @@ def run(cfg: RunConfig) -> dict:
     commands: list[str] = []
     _start_prompt(commands, stop)
     arm = None
+    warm_up(policy, instruction, source)
     worker = InferenceWorker(policy)
     stats = {"ticks": 0, "periods_s": [], "directives": {}}
     try:
@@ -326,11 +328,33 @@ def run(cfg: RunConfig) -> dict:
     return summary
 
 
+def warm_up(policy, instruction: str, source: str) -> float:
+    """One inference on a blank observation before the arm connects: it loads the sentence
+    encoder and embeds the instruction (seconds on a CPU), which the first tick of the loop
+    would otherwise wait for with the arm halted. Returns how long it took (s)."""
+    import torch
+
+    cfg = policy.config
+    size = cfg.image_size
+    batch = {
+        OBS_STATE: torch.zeros(1, len(SO101_JOINTS)),
+        TASK: [instruction],
+        "source": [source],
+    }
+    for c in cfg.cameras:
+        batch[image_key(c)] = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        policy.predict_action_chunk(batch)
+    return time.perf_counter() - t0
+
+
 def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) -> dict:
     import torch
 
     cameras = list(pcfg.cameras)
     supervisor = Supervisor(arm.gate.config)
+    grasp = GraspHold()
     poller = HealthPoller(arm, cfg.fps)
     last_command = None
     queue = ChunkQueue(pcfg.blend_steps)
@@ -401,6 +425,11 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
             last_request = tick
         arm.gate.set_speed_scale(decision.speed_scale)
         requested = queue.action(tick) if decision.directive == Directive.RUN else None
+        asked = requested
+        if decision.directive == Directive.RUN:
+            requested = grasp.apply(requested, None if obs is None else obs["gripper.pos"])
+        else:
+            grasp.reset()
         sent = None
         if decision.directive in (Directive.RUN, Directive.HALT):
             sent = arm.send(requested)
@@ -408,6 +437,8 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
             sent = arm.stop(f"supervisor: {', '.join(decision.reasons)}")
         last_command = None if sent is None else sent.command
         row = audit_row(tick, now - t_start, decision, requested, sent, obs, config_hash)
+        if grasp.holding:  # the policy's own gripper request, before the grasp-hold
+            row["grasp_hold"] = {"policy_gripper": round(float(asked[5]), 3)}
         audit.write(json.dumps(row) + "\n")
         if not supervisor.heartbeat_ok:
             arm.heartbeat.stop(f"supervisor: {', '.join(decision.reasons)}")
@@ -424,7 +455,12 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
         if delay < -period:
             next_t = time.perf_counter()  # fell behind: don't burst to catch up
         time.sleep(max(0.0, delay))
-    return {"ticks": tick, "periods_s": periods, "directives": directives}
+    return {
+        "ticks": tick,
+        "periods_s": periods,
+        "directives": directives,
+        "grasp_holds": grasp.grasps,
+    }
 
 
 def _summary(stats: dict, gate, worker) -> dict:
@@ -437,6 +473,7 @@ def _summary(stats: dict, gate, worker) -> dict:
         "period_max_ms": float(periods.max()),
         "inference_p50_ms": float(np.percentile(lat, 50)),
         "directives": stats["directives"],
+        "grasp_holds": stats.get("grasp_holds", 0),
         "safety": gate.stats.as_dict() if gate else None,
         "safety_config_hash": gate.config_hash if gate else None,
     }
@@ -447,7 +484,8 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
     print(
         f"ran {summary['ticks']} ticks: period p50 {summary['period_p50_ms']:.1f} ms, p99 "
         f"{summary['period_p99_ms']:.1f} ms; inference p50 {summary['inference_p50_ms']:.1f} ms; "
-        f"gate interventions {s.get('interventions', 0)} of {s.get('ticks', 0)} ticks\n"
+        f"gate interventions {s.get('interventions', 0)} of {s.get('ticks', 0)} ticks; "
+        f"grasp-holds {summary.get('grasp_holds', 0)}\n"
         f"summary: {run_dir / 'run_summary.json'}"
     )
 

@@ -48,11 +48,14 @@ class TwinCommandConfig(TwinConfig):
 def _status_line(twin: SO101Twin) -> str:
     s = twin.stats
     temps = [twin.read_register(servo.name, "Present_Temperature") for servo in twin.servos]
+    load = twin.read_register("gripper", "Present_Load")  # 0.1 % of stall torque, signed
+    status = twin.read_register("gripper", "Status")
     with twin.lock:
         lifts = {c: round(h * 100, 1) for c, h in twin.env.cube_lifts().items()}
     return (
         f"packets={s.packets} replies={s.replies} dropped={s.dropped_replies} "
-        f"garbage_bytes={s.garbage_bytes} temperatures_c={temps} cube_lift_cm={json.dumps(lifts)}"
+        f"garbage_bytes={s.garbage_bytes} temperatures_c={temps} "
+        f"gripper_load_pct={load / 10:g} gripper_status={status} cube_lift_cm={json.dumps(lifts)}"
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 from lerobot.robots.so_follower import SO101FollowerConfig
 
 from real.feetech_twin.process import TwinProcess
-from real.run import ChunkQueue, RunConfig, run
+from real.run import ChunkQueue, RunConfig, run, warm_up
 from real.safety_check import recheck_audit_log
 
 ROBOT_ID = "run_test"
@@ -36,6 +36,18 @@ def test_run_needs_a_robot_and_valid_options():
         RunConfig()
     with pytest.raises(ValueError, match="fps"):
         RunConfig(robot=SO101FollowerConfig(port="/dev/null"), fps=0)
+
+
+def test_warm_up_embeds_the_instruction_before_the_arm_connects():
+    """The first tick must not wait seconds for the sentence encoder with the arm halted."""
+    from policy.checkpoint import load_policy
+    from policy.eval import checkpoint_path
+
+    policy = load_policy(checkpoint_path("default"))
+    encoder = next(m for m in policy.modules() if hasattr(m, "_cache"))
+    assert "pick up the red cube" not in encoder._cache
+    assert warm_up(policy, "pick up the red cube", "sim") > 0
+    assert "pick up the red cube" in encoder._cache
 
 
 @pytest.mark.slow
