@@ -170,15 +170,9 @@ def test_staged_miss_shows_a_second_grasp(env):
     assert len(closes) == 2, "the jaws should close twice: the miss and the grasp"
 
 
-def test_staged_landing_shows_the_expert_rising_off_the_cube(env):
-    """Recovery demos for an off-centre grasp: late in the descent the cube slides toward one
-    jaw, which comes down on its top. The expert does not close on it: it sees the jaws stopped
-    above the grasp, rises, aligns again over where the cube now is, and still succeeds."""
-    obs, info = env.reset(seed=3)
-    expert = PickCubeExpert(env, seed=3, landing_prob=1.0)
-    heights, grips, checks = [], [], []
-    misaligned = expert._misaligned
-    expert._misaligned = lambda: checks.append(misaligned()) or checks[-1]
+def _play(env, obs, expert) -> tuple[bool, list[float], list[float]]:
+    """The expert plays the episode on from ``obs``: (success, grasp heights, gripper commands)."""
+    heights, grips, info = [], [], {"success": False}
     for _ in range(MAX_STEPS):
         action = expert.act(obs)
         grips.append(action[5])
@@ -186,7 +180,20 @@ def test_staged_landing_shows_the_expert_rising_off_the_cube(env):
         heights.append(env.unwrapped.grasp_position()[2])
         if terminated or truncated:
             break
-    assert info["success"]
+    return bool(info["success"]), heights, grips
+
+
+def test_staged_landing_shows_the_expert_rising_off_the_cube(env):
+    """Recovery demos for an off-centre grasp: late in the descent the cube slides toward one
+    jaw, which comes down on its top. The expert does not close on it: it sees the jaws stopped
+    above the grasp, rises, aligns again over where the cube now is, and still succeeds."""
+    obs, info = env.reset(seed=3)
+    expert = PickCubeExpert(env, seed=3, landing_prob=1.0)
+    checks = []
+    misaligned = expert._misaligned
+    expert._misaligned = lambda: checks.append(misaligned()) or checks[-1]
+    success, heights, grips = _play(env, obs, expert)
+    assert success
     assert expert.staged() == ["landing"]
     assert checks == [True, False], "one descent refused (jaw on the cube), the next one closes"
     assert expert._attempts == 1
@@ -277,15 +284,8 @@ def _drive_then_take_over(env, seed: int, until, **driver_kwargs):
     at = env.unwrapped.grasp_position()[2]
     expert = PickCubeExpert(env, seed=seed + 100)
     expert.take_over()
-    heights, grips = [], []
-    for _ in range(MAX_STEPS):
-        action = expert.act(obs)
-        grips.append(action[5])
-        obs, _, terminated, truncated, info = env.step(action)
-        heights.append(env.unwrapped.grasp_position()[2])
-        if terminated or truncated:
-            break
-    return bool(info["success"]), np.array(heights), np.array(grips), at
+    success, heights, grips = _play(env, obs, expert)
+    return success, np.array(heights), np.array(grips), at
 
 
 def _above_cube(height: float):
