@@ -77,7 +77,7 @@ class GenerateConfig:
     # off the cube and aligning again (recovery demos for a grasp that arrives off centre). Off
     # by default: measured with the shipped checkpoint's recipe plus --landing_prob=0.2 (897
     # demos, 15 000 steps), gated evaluation on validation seeds 2000000-2000199: 117/200, the
-    # shipped checkpoint 193/200; the policy learned to land on the cube and rise in a loop.
+    # then shipped checkpoint 193/200; the policy learned to land on the cube and rise in a loop.
     landing_prob: float = 0.0
     # Drive the expert through the safety gate (demo motion = what the gated arm does). Off by
     # default: the expert's stages are timed open loop, so under the gate the arm lags its plan
