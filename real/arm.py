@@ -43,6 +43,16 @@ BUS_ERRORS = (ConnectionError, TimeoutError, RuntimeError)
 # STS3215 registers of a health poll (FEETECH.md), and the current register's unit.
 HEALTH_REGISTERS = ("Present_Temperature", "Present_Voltage", "Present_Current", "Status")
 CURRENT_A_PER_UNIT = 0.0065
+# Status bits an STS3215 defines (FEETECH.md: 0 voltage, 1 encoder, 2 temperature, 3 current,
+# 5 overload); a reply with others set, a temperature past its sensor's range or a supply the
+# servo could not answer on is a corrupted or misattributed reply, not an alarm.
+STATUS_BITS = 0b0010_1111
+MAX_PLAUSIBLE_C = 125.0
+MIN_PLAUSIBLE_V = 3.0
+
+
+class ImplausibleReadError(ConnectionError):
+    """A health read whose values no servo can report (a corrupted reply)."""
 
 
 class HealthPoller:
@@ -79,7 +89,11 @@ class HealthPoller:
         if self._next < len(HEALTH_REGISTERS):
             return None, True
         self._next = None
-        return self.arm.health_from(self._regs), True
+        try:
+            return self.arm.health_from(self._regs), True
+        except ImplausibleReadError as exc:  # a failed read for the bus rules, not a PARK
+            logger.warning("servo health poll dropped: %s", exc)
+            return None, False
 
 
 def tracking_error_rad(command: np.ndarray | None, obs: dict | None) -> float:
@@ -236,12 +250,25 @@ class GatedArm:
         def column(name: str) -> np.ndarray:
             return np.array([regs[name][m] for m in motors], dtype=np.float64)
 
-        return ServoHealth(
+        health = ServoHealth(
             temperature_c=column("Present_Temperature"),
             voltage_v=column("Present_Voltage") * 0.1,  # 0.1 V units
             current_a=column("Present_Current") * CURRENT_A_PER_UNIT,
             status=column("Status").astype(np.int64),
         )
+        bad = [
+            f"{m}: {what}"
+            for i, m in enumerate(motors)
+            for what, wrong in (
+                (f"{health.temperature_c[i]:g} °C", health.temperature_c[i] > MAX_PLAUSIBLE_C),
+                (f"{health.voltage_v[i]:g} V", health.voltage_v[i] < MIN_PLAUSIBLE_V),
+                (f"status {health.status[i]}", health.status[i] & ~STATUS_BITS),
+            )
+            if wrong
+        ]
+        if bad:
+            raise ImplausibleReadError("implausible values " + ", ".join(bad))
+        return health
 
     # ------------------------------------------------------------------ commands
     def send(self, action, stamp: float | None = None, now: float | None = None) -> GateDecision:

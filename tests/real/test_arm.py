@@ -357,3 +357,40 @@ def test_a_health_register_without_reply_is_a_failed_read_and_drops_that_poll():
     assert [ok for _, ok in results].count(False) == 2  # ticks 2 and 12 - 10
     assert all(health is None for health, _ in results)
     assert not results[2][1] and results[3] == (None, True)  # the poll is dropped, not retried
+
+
+def test_a_health_poll_no_servo_could_report_is_a_failed_read_not_an_alarm():
+    """Seen under load: a reply read late, as another register's, gave 211 °C, 1.8 V and
+    undefined status bits; that is a bad read for the bus rules, while a real alarm parks."""
+    from types import SimpleNamespace
+
+    from real.arm import ImplausibleReadError
+
+    motors = {name: None for name in ("a", "b")}
+    arm = SimpleNamespace(robot=SimpleNamespace(bus=SimpleNamespace(motors=motors)))
+
+    def regs(temp, volts, status):
+        return {
+            "Present_Temperature": {"a": 30, "b": temp},
+            "Present_Voltage": {"a": 120, "b": volts},
+            "Present_Current": {"a": 10, "b": 10},
+            "Status": {"a": 0, "b": status},
+        }
+
+    real_alarm = GatedArm.health_from(arm, regs(64, 118, 4))  # hot servo, overheat bit
+    assert real_alarm.temperature_c[1] == 64 and real_alarm.status[1] == 4
+    for bad, what in (
+        (regs(211, 120, 0), "211 °C"),
+        (regs(30, 18, 0), "1.8 V"),
+        (regs(30, 120, 182), "status 182"),
+    ):
+        with pytest.raises(ImplausibleReadError, match=f"b: {what}"):
+            GatedArm.health_from(arm, bad)
+
+    class Garbled(_RegisterArm):
+        def health_from(self, regs):
+            raise ImplausibleReadError("implausible values b: 211 °C")
+
+    poller = HealthPoller(Garbled(), fps=30)
+    results = [poller.poll(tick) for tick in range(4)]
+    assert results[3] == (None, False)
