@@ -231,8 +231,7 @@ def run_expert_episode(
         if not _worker_gated_expert:
             step = env.env.step  # past the gate the policy drove through
     # The gate's interventions on the demo's commands; the policy's share is not the demo's.
-    interventions = (lambda: env.episode_stats["interventions"]) if _worker_gated_expert else int
-    before = interventions()
+    before = env.episode_stats["interventions"] if _worker_gated_expert else 0
     frames: dict[str, list] = {}
     info = {"success": False}
     while True:
@@ -255,7 +254,9 @@ def run_expert_episode(
         "frames": {k: np.stack(v) for k, v in frames.items()},
         "safety": {
             "ticks": len(frames[ACTION]),
-            "interventions": interventions() - before,
+            "interventions": (
+                env.episode_stats["interventions"] - before if _worker_gated_expert else 0
+            ),
         },
     }
 
