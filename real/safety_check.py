@@ -67,10 +67,13 @@ class InvariantChecker:
         out += [Violation(int(t), "non_finite", str(cmds[t])) for t in np.flatnonzero(bad)]
         if bad.any():
             return out  # nothing else is meaningful on NaN
-        outside = (cmds < self.low - tol) | (cmds > self.high + tol)
+        # Outside a joint's limits (with margin) and not closer to them than the last command:
+        # an arm engaged outside them (goal := present) may only ramp back in, never go out.
+        excess = np.maximum(np.maximum(self.low - cmds, cmds - self.high), 0.0)
+        outward = (excess[1:] > tol) & (excess[1:] > excess[:-1] + tol)
         out += [
-            Violation(int(t), "joint_limit", f"joints {np.flatnonzero(outside[t]).tolist()}")
-            for t in np.flatnonzero(outside[1:].any(1)) + 1
+            Violation(int(t) + 1, "joint_limit", f"joints {np.flatnonzero(outward[t]).tolist()}")
+            for t in np.flatnonzero(outward.any(1))
         ]
         d = np.diff(cmds, axis=0)
         over = np.abs(d) > self.step + tol

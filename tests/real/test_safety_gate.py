@@ -432,6 +432,22 @@ def test_self_check_lets_an_arm_that_starts_outside_the_limits_move_back():
     assert decisions[-1].command[0] > low[0] + 5.0  # back inside
 
 
+def test_invariant_check_lets_an_arm_that_starts_outside_the_limits_move_back_only():
+    """The audit re-check (armvla record's log, the replay harness) accepts the gate's ramp
+    back in from a start outside the soft range; one tick farther out is a violation."""
+    low = so101.from_radians(so101.JOINT_LIMITS_RAD[:, 0])
+    start = HOME.copy()
+    start[0] = low[0] + 1.0
+    gate = make_gate()
+    decisions = [gate.engage(start)] + [gate.filter(HOME) for _ in range(60)]
+    commands = np.array([d.command_rad for d in decisions])
+    assert CHECKER.check(commands) == []
+    out = commands.copy()
+    out[5:, 0] = out[4, 0] - np.deg2rad(0.5)  # a step back out, then held there
+    assert (5, "joint_limit") in [(v.tick, v.invariant) for v in CHECKER.check(out)]
+    assert all(v.invariant != "joint_limit" or v.tick == 5 for v in CHECKER.check(out))
+
+
 def test_self_check_fails_for_good_when_the_config_changes_in_memory():
     config = SafetyConfig()
     gate = SafetyGate(config, kinematics=KIN)
