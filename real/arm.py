@@ -28,6 +28,7 @@ import time
 from collections import deque
 
 import numpy as np
+from lerobot.motors.motors_bus import get_address
 
 from data.keys import SO101_JOINTS, SO101_MOTOR_FEATURES
 from real.heartbeat import Heartbeat, SelfCheck
@@ -47,52 +48,45 @@ CURRENT_A_PER_UNIT = 0.0065
 # 5 overload); a reply with others set, a temperature past its sensor's range or a supply the
 # servo could not answer on is a corrupted or misattributed reply, not an alarm.
 STATUS_BITS = 0b0010_1111
+# Status packet layout (FEETECH.md: 0xFF 0xFF ID LEN ERROR PARAMS... CHECKSUM) and scservo_sdk's
+# result code for a good packet.
+PKT_ID, PKT_LENGTH, PKT_ERROR, PKT_DATA = 2, 3, 4, 5
+COMM_SUCCESS = 0
 MAX_PLAUSIBLE_C = 125.0
 MIN_PLAUSIBLE_V = 3.0
+# Faster than any joint can move (the STS3215's no-load speed is ~300 °/s), in lerobot units per
+# second, plus a margin for reading noise: a position read that implies more is not a reading.
+MAX_PLAUSIBLE_SPEED = 600.0
+JUMP_MARGIN = 5.0
 
 
 class ImplausibleReadError(ConnectionError):
-    """A health read whose values no servo can report (a corrupted reply)."""
+    """A read whose values no servo can report (a corrupted or misattributed reply)."""
 
 
 class HealthPoller:
     """Polls servo health at ``rate_hz`` (SAFETY.md 13: >= 2 Hz) from a control loop's ticks.
 
-    One register per tick: a poll spreads over ``len(HEALTH_REGISTERS)`` consecutive ticks, so
-    on a degraded bus no tick waits for more than one read's retries. ``poll(tick)`` returns a
-    :class:`ServoHealth` on the tick a poll completes (None otherwise); a register the bus does
-    not answer counts as a failed read and drops that poll (the next one is due as usual).
+    A poll is one block read (:meth:`GatedArm.read_health`) on every ``fps // rate_hz``-th tick.
+    ``poll(tick)`` returns a :class:`ServoHealth` on the ticks a poll succeeds (None otherwise);
+    a poll the bus does not answer, or answers with values no servo can report, counts as a
+    failed read (the next one is due as usual).
     """
 
     def __init__(self, arm: GatedArm, fps: float, rate_hz: float = 3.0):
         if rate_hz < 2.0:
             raise ValueError(f"servo health must be polled at >= 2 Hz, got {rate_hz}")
         self.arm = arm
-        self.every = max(len(HEALTH_REGISTERS), int(fps // rate_hz))
-        self._next: int | None = None  # register to read next; None = between polls
-        self._regs: dict[str, dict[str, int]] = {}
+        self.every = max(1, int(fps // rate_hz))
 
     def poll(self, tick: int) -> tuple[ServoHealth | None, bool]:
-        """(health or None when no poll completes this tick, whether the bus answered)."""
-        if self._next is None:
-            if tick % self.every:
-                return None, True
-            self._next, self._regs = 0, {}
-        name = HEALTH_REGISTERS[self._next]
-        try:
-            self._regs[name] = self.arm.read_register(name)
-        except BUS_ERRORS as exc:
-            logger.warning("servo health poll failed (%s): %s", name, exc)
-            self._next = None
-            return None, False
-        self._next += 1
-        if self._next < len(HEALTH_REGISTERS):
+        """(health or None when no poll succeeds this tick, whether the bus answered)."""
+        if tick % self.every:
             return None, True
-        self._next = None
         try:
-            return self.arm.health_from(self._regs), True
-        except ImplausibleReadError as exc:  # a failed read for the bus rules, not a PARK
-            logger.warning("servo health poll dropped: %s", exc)
+            return self.arm.read_health(), True
+        except BUS_ERRORS as exc:  # ImplausibleReadError included: a failed read, not a PARK
+            logger.warning("servo health poll failed: %s", exc)
             return None, False
 
 
@@ -144,6 +138,7 @@ class GatedArm:
         self._lock = threading.RLock()  # one writer on the bus at a time
         self._connected = False
         self._closed = False
+        self._last_position: tuple[np.ndarray, float] | None = None  # last plausible, when
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self, calibrate: bool = False) -> GateDecision:
@@ -169,6 +164,7 @@ class GatedArm:
             self._cap_gripper_torque()
 
         robot.configure = configure_holding_present
+        guard_against_stale_replies(robot.bus)
         try:
             robot.connect(calibrate=calibrate)
         except BaseException:
@@ -184,7 +180,9 @@ class GatedArm:
         config = getattr(robot, "config", None)
         if self.loop_read_retries is not None and hasattr(config, "num_read_retries"):
             config.num_read_retries = self.loop_read_retries
-        decision = self.gate.engage(self.present())
+        present = self.present()
+        self._last_position = (present, time.monotonic())
+        decision = self.gate.engage(present)
         self.self_check.restart(decision.command_rad)
         self._last_written = decision  # the goal register holds it already
         return decision
@@ -227,21 +225,59 @@ class GatedArm:
         """lerobot's observation (joint state, camera frames), or (None, False) when the bus or
         a camera fails this tick (logged; the supervisor counts failed reads)."""
         try:
-            return self.robot.get_observation(), True
+            obs = self.robot.get_observation()
+            self.check_plausible(obs)
+            return obs, True
         except BUS_ERRORS as exc:
             logger.warning("observation failed: %s", exc)
             return None, False
 
-    def read_health(self) -> ServoHealth:
-        """One poll of every servo's temperature, supply voltage, current and status bits."""
-        return self.health_from({name: self.read_register(name) for name in HEALTH_REGISTERS})
+    def check_plausible(self, obs: dict, now: float | None = None) -> None:
+        """Raises :class:`ImplausibleReadError` when a joint reads farther from its last
+        plausible reading than it could have moved since (a reply of another register read as
+        its position); otherwise remembers this reading."""
+        now = time.monotonic() if now is None else now
+        position = np.array([obs[f"{j}.pos"] for j in SO101_JOINTS], dtype=np.float64)
+        if self._last_position is not None:
+            last, when = self._last_position
+            bound = MAX_PLAUSIBLE_SPEED * max(0.0, now - when) + JUMP_MARGIN
+            jumped = np.flatnonzero(~(np.abs(position - last) <= bound))
+            if jumped.size:
+                raise ImplausibleReadError(
+                    "implausible position read "
+                    + ", ".join(
+                        f"{SO101_JOINTS[i]}: {last[i]:.1f} -> {position[i]:.1f}" for i in jumped
+                    )
+                    + f" in {now - when:.3f} s"
+                )
+        self._last_position = (position, now)
 
-    def read_register(self, name: str) -> dict[str, int]:
-        """Raw values of one register of every servo, between two goal writes; retried as often
-        as lerobot retries its position reads (a corrupted reply is retried)."""
+    def read_health(self) -> ServoHealth:
+        """One poll of every servo's temperature, supply voltage, current and status bits, as
+        one sync read of the block that holds them (Present_Voltage .. Present_Current, 9 bytes
+        per servo on the STS3215). One read instead of one per register is less bus time, and
+        no other read the loop makes has that reply length, so a late reply can never be taken
+        for a health reply or the other way round (:func:`guard_against_stale_replies`).
+        Retried as often as lerobot retries its position reads."""
+        bus = self.robot.bus
+        model = next(iter(bus.motors.values())).model
+        where = {name: get_address(bus.model_ctrl_table, model, name) for name in HEALTH_REGISTERS}
+        start = min(addr for addr, _ in where.values())
+        length = max(addr + n for addr, n in where.values()) - start
+        ids = [m.id for m in bus.motors.values()]
         retries = getattr(getattr(self.robot, "config", None), "num_read_retries", 0) or 0
         with self._lock:  # between two goal writes, never in the middle of one
-            return self.robot.bus.sync_read(name, normalize=False, num_retry=retries)
+            bus._sync_read(  # lerobot 0.6.1's block read; its values are split up below
+                start, length, ids, num_retry=retries, err_msg="Failed to read servo health."
+            )
+            regs = {
+                name: {
+                    m: bus.sync_reader.getData(motor.id, addr, n)
+                    for m, motor in bus.motors.items()
+                }
+                for name, (addr, n) in where.items()
+            }
+        return self.health_from(regs)
 
     def health_from(self, regs: dict[str, dict[str, int]]) -> ServoHealth:
         """ServoHealth from raw reads of :data:`HEALTH_REGISTERS` (bus motor order)."""
@@ -352,6 +388,49 @@ class GatedArm:
 class CalibrationMismatchError(ValueError):
     """The servos disagree with the calibration file (EEPROM limits, homing offsets, present
     positions) or with the safety config (the gripper's torque cap): torque stays off."""
+
+
+def guard_against_stale_replies(bus) -> None:
+    """Makes a reply that belongs to an earlier request unable to pass for the present one.
+
+    scservo_sdk (like dynamixel_sdk's Python port) calls ``clearPort()`` before sending each
+    packet but implements it as pyserial's ``flush()``, which waits for *output*; the C SDKs
+    discard unread *input* there (``tcflush(TCIFLUSH)``). Bytes still in the receive buffer are
+    then the tail of an earlier exchange: a reply that came after its read timed out, or the
+    rest of a sync read abandoned at a corrupted packet. And a sync read takes the first reply
+    that carries the right servo id, whatever its length, so such a reply is read as the next
+    read's answer from another register (CI saw a late Present_Voltage reply as 211 °C).
+
+    Two guards, installed on this bus's port and packet handlers:
+
+    * before each request, unread input is discarded (half-duplex, one request at a time:
+      whatever came before the request is stale);
+    * a sync read reply must carry the requested number of data bytes; one that does not (a
+      late reply of another register, arriving during this read) is skipped like another
+      servo's. A late reply of a register of the same width can still pass; position reads
+      are also checked for jumps no servo can make (:meth:`GatedArm.read_observation`).
+    """
+    port = getattr(bus, "port_handler", None)
+    handler = getattr(bus, "packet_handler", None)
+    if port is None or handler is None or getattr(port, "_armvla_guarded", False):
+        return
+
+    def clear_port() -> None:
+        ser = port.ser
+        ser.flush()
+        ser.reset_input_buffer()
+
+    def read_rx(port_, servo_id: int, length: int):
+        while True:
+            packet, result = handler.rxPacket(port_)
+            if result != COMM_SUCCESS:
+                return [], result, 0
+            if packet[PKT_ID] == servo_id and packet[PKT_LENGTH] == length + 2:
+                return list(packet[PKT_DATA : PKT_DATA + length]), result, packet[PKT_ERROR]
+
+    port.clearPort = clear_port
+    handler.readRx = read_rx
+    port._armvla_guarded = True
 
 
 def calibration_problems(robot, present_raw: dict[str, int], tolerance_steps: int) -> list[str]:

@@ -14,6 +14,7 @@ import random
 import select
 import termios
 import threading
+import time
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ class FaultConfig:
     corrupt_byte_prob: float = 0.0
     # Probability that a packet needing a reply gets none at all (every servo stays silent).
     no_reply_prob: float = 0.0
+    # Probability that the replies to a packet arrive ``late_reply_s`` late, after the host has
+    # given up on them (a busy USB adapter or host); they then precede the next reply.
+    late_reply_prob: float = 0.0
+    late_reply_s: float = 0.05
     # Servos whose replies never arrive (a broken return line); they still obey commands.
     silent_joints: list[str] = field(default_factory=list)
     # ErrorBit flags OR-ed into every status reply of a joint, e.g. {"elbow_flex": 4} (overheat).
@@ -55,13 +60,15 @@ class FaultConfig:
     blocked_joints: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        for name in ("drop_byte_prob", "corrupt_byte_prob", "no_reply_prob"):
+        for name in ("drop_byte_prob", "corrupt_byte_prob", "no_reply_prob", "late_reply_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"faults.{name} must be a probability in [0, 1], got {p}")
         for bits in self.error_bits.values():
             if not 0 <= bits <= 0x7F:
                 raise ValueError(f"faults.error_bits values must be in [0, 127], got {bits}")
+        if not 0.0 < self.late_reply_s <= 5.0:
+            raise ValueError(f"faults.late_reply_s must be in (0, 5] s, got {self.late_reply_s}")
 
     def joints(self) -> set[str]:
         """Every joint name the faults mention (for validation against the arm)."""
@@ -78,6 +85,7 @@ class BusStats:
     packets: int = 0  # valid instruction packets received
     replies: int = 0  # status packets sent (before byte faults)
     dropped_replies: int = 0  # replies suppressed by no_reply / silent faults
+    late_replies: int = 0  # packets whose replies the late_reply fault held back
     garbage_bytes: int = 0  # bytes the framer discarded (noise, bad checksums)
 
 
@@ -206,6 +214,7 @@ class PtyServer:
         self.on_packet: Callable[[Packet], None] | None = None
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
+        self._late: list[tuple[float, bytes]] = []  # (monotonic time due, bytes) of late replies
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve, name="feetech-twin-bus", daemon=True)
@@ -224,28 +233,45 @@ class PtyServer:
                 os.unlink(self.link)
 
     def _serve(self) -> None:
+        last_rx = 0.0
         while True:
             timeout = FRAME_TIMEOUT_S if self.parser.pending() else None
+            if self._late:
+                due = max(0.0, self._late[0][0] - time.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
             ready, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
             if self._wake_r in ready:
                 return
+            self._send_late()
             dropped = self.parser.dropped_bytes
-            if not ready:  # a partial packet went stale
-                packets = self.parser.expire()
+            if not ready:  # a partial packet went stale, or only a late reply fell due
+                stale = time.monotonic() - last_rx >= FRAME_TIMEOUT_S
+                packets = self.parser.expire() if self.parser.pending() and stale else []
             else:
                 try:
                     data = os.read(self._master, 4096)
                 except OSError:  # EIO: the pty went away
                     return
+                last_rx = time.monotonic()
                 packets = self.parser.feed(data)
             out = bytearray()
             with self.lock:
                 self.bus.stats.garbage_bytes += self.parser.dropped_bytes - dropped
                 for packet in packets:
-                    for reply in self.bus.handle(packet):
-                        out += reply
+                    replies = b"".join(self.bus.handle(packet))
+                    if replies and self.bus.rng.random() < self.bus.faults.late_reply_prob:
+                        self.bus.stats.late_replies += 1
+                        due = time.monotonic() + self.bus.faults.late_reply_s
+                        self._late.append((due, self.bus.garble(replies)))
+                    else:
+                        out += replies
                     if self.on_packet is not None:
                         self.on_packet(packet)
                 out = bytearray(self.bus.garble(bytes(out)))
             if out:
                 os.write(self._master, out)
+
+    def _send_late(self) -> None:
+        now = time.monotonic()
+        while self._late and self._late[0][0] <= now:
+            os.write(self._master, self._late.pop(0)[1])

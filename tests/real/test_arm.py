@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
 
+from data.keys import SO101_JOINTS
 from real.arm import (
-    HEALTH_REGISTERS,
     PARK_POSE,
     CalibrationMismatchError,
     GatedArm,
@@ -317,46 +317,41 @@ def test_present_position_outside_the_calibrated_range_is_a_problem():
     assert calibration_problems(Robot(), {}, 50) == ["no calibration file for this robot id"]
 
 
-class _RegisterArm:
-    """Stands in for GatedArm's register reads: counts them, fails the ones listed."""
+class _HealthArm:
+    """Stands in for GatedArm's health reads: records their ticks; raises ``error`` if set."""
 
-    def __init__(self, failing=()):
-        self.reads: list[tuple[int, str]] = []
-        self.failing = set(failing)
+    def __init__(self, error: Exception | None = None):
+        self.reads: list[int] = []
+        self.error = error
         self.tick = 0
 
-    def read_register(self, name):
-        self.reads.append((self.tick, name))
-        if name in self.failing:
-            raise ConnectionError(f"no reply for {name}")
-        return {"m": 1}
-
-    def health_from(self, regs):
-        return sorted(regs)
+    def read_health(self):
+        self.reads.append(self.tick)
+        if self.error is not None:
+            raise self.error
+        return "health"
 
 
-def test_health_polls_read_one_register_per_tick_at_the_polling_rate():
-    fake = _RegisterArm()
+def test_health_polls_read_once_at_the_polling_rate():
+    fake = _HealthArm()
     poller = HealthPoller(fake, fps=30, rate_hz=3.0)
     results = []
     for tick in range(30):
         fake.tick = tick
         results.append(poller.poll(tick))
-    ticks = [t for t, _ in fake.reads]
-    assert len(ticks) == len(set(ticks)) == 3 * len(HEALTH_REGISTERS)  # one read per tick
-    done = [t for t, (health, ok) in enumerate(results) if health is not None]
-    assert done == [3, 13, 23]  # 3 Hz, each poll complete after its fourth register
-    assert results[3][0] == sorted(HEALTH_REGISTERS)
+    assert fake.reads == [0, 10, 20]  # 3 Hz
+    assert [t for t, (health, _) in enumerate(results) if health == "health"] == [0, 10, 20]
     assert all(ok for _, ok in results)
+    with pytest.raises(ValueError, match=">= 2 Hz"):
+        HealthPoller(fake, fps=30, rate_hz=1.0)
 
 
-def test_a_health_register_without_reply_is_a_failed_read_and_drops_that_poll():
-    fake = _RegisterArm(failing={"Present_Current"})
+def test_a_health_poll_without_reply_is_a_failed_read():
+    fake = _HealthArm(error=ConnectionError("no reply"))
     poller = HealthPoller(fake, fps=30)
     results = [poller.poll(tick) for tick in range(13)]
-    assert [ok for _, ok in results].count(False) == 2  # ticks 2 and 12 - 10
+    assert [t for t, (_, ok) in enumerate(results) if not ok] == [0, 10]
     assert all(health is None for health, _ in results)
-    assert not results[2][1] and results[3] == (None, True)  # the poll is dropped, not retried
 
 
 def test_a_health_poll_no_servo_could_report_is_a_failed_read_not_an_alarm():
@@ -387,10 +382,83 @@ def test_a_health_poll_no_servo_could_report_is_a_failed_read_not_an_alarm():
         with pytest.raises(ImplausibleReadError, match=f"b: {what}"):
             GatedArm.health_from(arm, bad)
 
-    class Garbled(_RegisterArm):
-        def health_from(self, regs):
-            raise ImplausibleReadError("implausible values b: 211 °C")
+    poller = HealthPoller(_HealthArm(error=ImplausibleReadError("b: 211 °C")), fps=30)
+    assert poller.poll(0) == (None, False)
 
-    poller = HealthPoller(Garbled(), fps=30)
-    results = [poller.poll(tick) for tick in range(4)]
-    assert results[3] == (None, False)
+
+def test_a_late_reply_is_never_read_as_the_answer_to_the_next_read(arm, twin):
+    """Replies that arrive after their read timed out sit in the receive buffer or arrive during
+    the next read; scservo_sdk matches replies by servo id only, so one would be read as the
+    next read's answer (Present_Current as a position, a voltage as a temperature). The
+    control loop's reads - positions each tick, a health poll every few - must either fail or
+    return the servos' own values."""
+    from real.arm import ImplausibleReadError
+
+    arm.connect()
+    truth = arm.present()
+    late_before = twin.bus.stats.late_replies
+    twin.set_faults(FaultConfig(late_reply_prob=0.3, late_reply_s=0.1))
+    positions, health, failed = [], [], 0
+    try:
+        for _ in range(80):
+            obs, ok = arm.read_observation()
+            if ok:
+                positions.append(np.array([obs[f"{j}.pos"] for j in SO101_JOINTS]))
+            failed += not ok
+            try:
+                health.append(arm.read_health())
+            except (ConnectionError, ImplausibleReadError):
+                failed += 1
+    finally:
+        twin.set_faults(FaultConfig())
+    assert twin.bus.stats.late_replies - late_before >= 20 and failed >= 10  # the fault did fire
+    assert len(positions) >= 30 and len(health) >= 5
+    # The arm holds still: every position read is the servo's own position, within noise.
+    for read in positions:
+        assert np.abs(read - truth).max() < 2.0, (read, truth)
+    for h in health:  # the twin's servos are cool, on 12 V, with no alarm
+        assert np.all(h.temperature_c < 60) and np.all(np.abs(h.voltage_v - 12) < 1.5)
+        assert np.all(h.status == 0)
+
+
+def test_a_reply_that_came_after_its_read_gave_up_is_dropped_not_read_next(arm, twin):
+    """Without the guard every later read would take the reply before its own: the arm's state
+    one read behind, for good."""
+    arm.connect()
+    bus = arm.robot.bus
+    time.sleep(0.3)  # replies still on their way from earlier tests have come and gone
+    bus.sync_read("Present_Position", num_retry=2)
+    twin.set_faults(FaultConfig(late_reply_prob=1.0, late_reply_s=0.1))
+    try:
+        with pytest.raises(ConnectionError):
+            bus.sync_read("Present_Position", num_retry=0)
+    finally:
+        twin.set_faults(FaultConfig())
+    deadline = time.monotonic() + 2.0
+    while bus.port_handler.ser.in_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bus.port_handler.ser.in_waiting > 0  # the late reply has arrived, unread
+    bus.sync_read("Present_Position", num_retry=0)
+    time.sleep(0.05)
+    assert bus.port_handler.ser.in_waiting == 0  # the read took its own reply; none is left
+
+
+def test_a_position_read_farther_than_a_joint_can_move_is_a_failed_read():
+    from types import SimpleNamespace
+
+    from real.arm import ImplausibleReadError
+
+    arm = SimpleNamespace(_last_position=None)
+
+    def obs(**moved):
+        return {f"{j}.pos": moved.get(j, 10.0) for j in SO101_JOINTS}
+
+    GatedArm.check_plausible(arm, obs(), now=0.0)
+    GatedArm.check_plausible(arm, obs(elbow_flex=20.0), now=1 / 30)  # 300 °/s: a fast joint
+    with pytest.raises(ImplausibleReadError, match="wrist_roll: 10.0 -> -170.0"):
+        GatedArm.check_plausible(arm, obs(elbow_flex=20.0, wrist_roll=-170.0), now=2 / 30)
+    with pytest.raises(ImplausibleReadError, match="gripper"):
+        GatedArm.check_plausible(arm, obs(elbow_flex=20.0, gripper=float("nan")), now=2 / 30)
+    # The last plausible reading stays the reference; given time, a big move is possible.
+    GatedArm.check_plausible(arm, obs(wrist_roll=-170.0), now=1.0)
+    assert arm._last_position[0][SO101_JOINTS.index("wrist_roll")] == -170.0
