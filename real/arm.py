@@ -272,8 +272,7 @@ class GatedArm:
             )
             regs = {
                 name: {
-                    m: bus.sync_reader.getData(motor.id, addr, n)
-                    for m, motor in bus.motors.items()
+                    m: bus.sync_reader.getData(motor.id, addr, n) for m, motor in bus.motors.items()
                 }
                 for name, (addr, n) in where.items()
             }
