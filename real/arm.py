@@ -139,6 +139,7 @@ class GatedArm:
         self._connected = False
         self._closed = False
         self._last_position: tuple[np.ndarray, float] | None = None  # last plausible, when
+        self._grasp_torque = False  # the gripper's cap is grasp_torque_limit (a hold is on)
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self, calibrate: bool = False) -> GateDecision:
@@ -197,6 +198,7 @@ class GatedArm:
             return
         cap = round(self.gate.config.gripper_torque_limit * 1000)  # 0.1 % units
         bus.write("Torque_Limit", name, cap, normalize=False, num_retry=2)
+        self._grasp_torque = False
         have = min(
             int(bus.read(reg, name, normalize=False, num_retry=2))
             for reg in ("Max_Torque_Limit", "Torque_Limit")
@@ -208,6 +210,27 @@ class GatedArm:
                 f"the safety config's gripper_torque_limit {cap / 10:g} % (the servo did not "
                 "take the write; check the bus and the servo's EEPROM lock)"
             )
+
+    def set_grasp_torque(self, holding: bool) -> bool:
+        """SAFETY.md 15: while a grasp-hold squeezes an object the gripper's runtime torque cap
+        is the config's ``grasp_torque_limit``, otherwise ``gripper_torque_limit``. Written only
+        when it changes; returns whether the servo has the cap asked for. A failed write is
+        retried on the next call (either cap is safe; the low one only grips more gently)."""
+        if holding == self._grasp_torque or self.bus_dead:
+            return holding == self._grasp_torque
+        bus, name = self.robot.bus, SO101_JOINTS[GRIPPER]
+        if name not in bus.motors:
+            return False
+        cfg = self.gate.config
+        cap = cfg.grasp_torque_limit if holding else cfg.gripper_torque_limit
+        with self._lock:  # between two goal writes
+            try:
+                bus.write("Torque_Limit", name, round(cap * 1000), normalize=False)
+            except BUS_ERRORS as exc:
+                logger.warning("gripper torque cap %.0f %% not written: %s", cap * 100, exc)
+                return False
+        self._grasp_torque = holding
+        return True
 
     def present(self) -> np.ndarray:
         """Measured joint positions [6] (lerobot units), read from the bus."""

@@ -1,8 +1,9 @@
 """``armvla record``: teleoperated demos on an SO-101 (or its twin) into a LeRobotDataset v3.
 
 One control loop at ``--dataset.fps``: the follower's observation (joint state, cameras) -> the
-supervisor's watchdogs -> the teleoperator's joint targets -> SafetyGate -> motors, and the
-frame (state, cameras, the command the gate sent as ``action``, the task text, source ``real``)
+supervisor's watchdogs -> the teleoperator's joint targets -> grasp-hold -> SafetyGate ->
+motors, and the frame (state, cameras, the command the gate sent as ``action`` - for the
+gripper, the operator's request while a grasp-hold is on - the task text, source ``real``)
 handed to the :class:`~real.recorder.EpisodeRecorder`, whose writer thread encodes and commits
 each episode atomically, so recording never blocks the loop and a crash loses at most the
 episode in flight.
@@ -40,6 +41,7 @@ import numpy as np
 from data.dataset import so101_features
 from data.keys import ACTION, OBS_STATE, SO101_JOINTS, image_key
 from real.arm import HealthPoller, tracking_error_rad
+from real.grasp_hold import GRIPPER, GraspHold, joint_array
 from real.heartbeat import parse_target
 from real.recorder import EpisodeRecorder, RecorderConfig
 from real.run import audit_row, connect_gated_arm, observation_times, require_robot
@@ -258,6 +260,7 @@ class RecordingSession:
         self.controls, self.stop, self.audit = controls, stop, audit
         self.supervisor = Supervisor(arm.gate.config)
         self.poller = HealthPoller(arm, cfg.dataset.fps)
+        self.grasp = GraspHold()
         self._last_command = None
         self.period = 1.0 / cfg.dataset.fps
         self.tick = 0
@@ -380,7 +383,12 @@ class RecordingSession:
         name = decision.directive.name
         self.directives[name] = self.directives.get(name, 0) + 1
         arm.gate.set_speed_scale(decision.speed_scale)
-        sent = None
+        sent, asked = None, joint_array(requested)
+        if decision.directive == Directive.RUN and asked is not None:
+            requested = self.grasp.apply(asked, None if obs is None else obs["gripper.pos"])
+        elif decision.directive != Directive.RUN:
+            self.grasp.reset()
+        arm.set_grasp_torque(self.grasp.holding)
         if decision.directive == Directive.RUN:
             sent = arm.send(requested)
         elif decision.directive == Directive.HALT:
@@ -391,6 +399,8 @@ class RecordingSession:
         row = audit_row(
             self.tick, now - self._t_start, decision, requested, sent, obs, arm.gate.config_hash
         )
+        if self.grasp.holding:  # the operator's own gripper request, before the grasp-hold
+            row["grasp_hold"] = {"operator_gripper": round(float(asked[GRIPPER]), 3)}
         self.audit.write(json.dumps(row | {"recording": recording}) + "\n")
         if not self.supervisor.heartbeat_ok:
             arm.heartbeat.stop(f"supervisor: {', '.join(decision.reasons)}")
@@ -405,7 +415,7 @@ class RecordingSession:
         if recording and obs is not None:
             frame = {
                 OBS_STATE: np.array([obs[f"{j}.pos"] for j in SO101_JOINTS], dtype=np.float32),
-                ACTION: sent.command.astype(np.float32),
+                ACTION: recorded_action(sent.command, asked, self.grasp.holding),
             }
             for cam in self.cameras:
                 frame[image_key(cam)] = obs[cam]
@@ -421,6 +431,17 @@ class RecordingSession:
                 print(f"recording stopped, the arm holds: {status.last_error}", file=sys.stderr)
                 return "recorder"
         return None
+
+
+def recorded_action(sent: np.ndarray, asked: np.ndarray | None, holding: bool) -> np.ndarray:
+    """The dataset's action: what the gate sent, except the gripper while a grasp-hold is on,
+    which is the operator's request. A policy learns to ask for a closed gripper as the
+    operator did, and ``armvla run`` applies the same hold to that request; learning the held
+    value instead (just past the jaws) would teach a grip too light for the hold to detect."""
+    action = np.asarray(sent, dtype=np.float32).copy()
+    if holding and asked is not None:
+        action[GRIPPER] = asked[GRIPPER]
+    return action
 
 
 def _status_dict(recorder: EpisodeRecorder) -> dict:

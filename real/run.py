@@ -430,6 +430,7 @@ def _loop(cfg, arm, worker, instruction, source, pcfg, stop, commands, audit) ->
             requested = grasp.apply(requested, None if obs is None else obs["gripper.pos"])
         else:
             grasp.reset()
+        arm.set_grasp_torque(grasp.holding)
         sent = None
         if decision.directive in (Directive.RUN, Directive.HALT):
             sent = arm.send(requested)

@@ -104,6 +104,9 @@ class SafetyConfig:
     derate_fraction: float = 0.5
     # Gripper torque cap (fraction of the servo's maximum).
     gripper_torque_limit: float = 0.5
+    # The gripper's cap while a grasp-hold squeezes an object: below the Overload_Torque lerobot
+    # writes for the gripper (25 %), so its overload protection does not trip while it holds.
+    grasp_torque_limit: float = 0.22
     # Gate compute budget per tick (s) and overruns in a row that trigger a protective stop.
     compute_budget_s: float = 0.002
     overrun_latch_count: int = 5
@@ -143,6 +146,11 @@ class SafetyConfig:
             raise ValueError("ramp_speed_fraction and derate_fraction must be in (0, 1]")
         if not 0 < self.gripper_torque_limit <= 1:
             raise ValueError("gripper_torque_limit must be in (0, 1]")
+        if not 0 < self.grasp_torque_limit <= self.gripper_torque_limit:
+            raise ValueError(
+                f"grasp_torque_limit must be in (0, gripper_torque_limit="
+                f"{self.gripper_torque_limit}], got {self.grasp_torque_limit}"
+            )
         if self.temperature_derate_c >= self.temperature_park_c:
             raise ValueError("temperature_derate_c must be below temperature_park_c")
         if self.command_stale_hold_s >= self.command_stale_park_s:

@@ -33,6 +33,7 @@ from real.safety_gate import Reason, SafetyGate
 ROBOT_ID = "arm_test"
 GOAL = BY_NAME["Goal_Position"].address
 TORQUE = BY_NAME["Torque_Enable"].address
+TORQUE_LIMIT_ADDRESS = BY_NAME["Torque_Limit"].address
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +289,25 @@ def test_the_gripper_torque_cap_of_the_safety_config_is_set_and_read_back(twin, 
     with pytest.raises(CalibrationMismatchError, match="torque cap reads back as 50 %"):
         arm.connect()
     assert all(twin.read_register(s.name, "Torque_Enable") == 0 for s in twin.servos)
+
+
+def test_a_grasp_hold_lowers_the_gripper_torque_cap_below_its_overload_threshold(arm, twin):
+    arm.connect()
+    log = _flushed(arm)
+    cap = TORQUE_LIMIT_ADDRESS
+    before = len(log.writes(cap))
+    assert arm.set_grasp_torque(True) and arm.set_grasp_torque(True)  # the second: no write
+    assert twin.read_register("gripper", "Torque_Limit") == 220  # grasp_torque_limit
+    assert twin.read_register("gripper", "Torque_Limit") < twin.read_register(
+        "gripper", "Overload_Torque"
+    ) * 10  # lerobot's 25 %: the overload protection does not trip while holding
+    assert arm.set_grasp_torque(False)
+    assert twin.read_register("gripper", "Torque_Limit") == 500  # gripper_torque_limit again
+    writes = _flushed(arm).writes(cap)[before:]
+    gripper_id = arm.robot.bus.motors["gripper"].id
+    assert [w for _, w in writes] == [{gripper_id: 220}, {gripper_id: 500}]
+    with pytest.raises(ValueError, match="grasp_torque_limit"):
+        SafetyConfig(grasp_torque_limit=0.6)
 
 
 def test_present_position_outside_the_calibrated_range_is_a_problem():
