@@ -298,9 +298,10 @@ def test_a_grasp_hold_lowers_the_gripper_torque_cap_below_its_overload_threshold
     before = len(log.writes(cap))
     assert arm.set_grasp_torque(True) and arm.set_grasp_torque(True)  # the second: no write
     assert twin.read_register("gripper", "Torque_Limit") == 220  # grasp_torque_limit
-    assert twin.read_register("gripper", "Torque_Limit") < twin.read_register(
-        "gripper", "Overload_Torque"
-    ) * 10  # lerobot's 25 %: the overload protection does not trip while holding
+    assert (
+        twin.read_register("gripper", "Torque_Limit")
+        < twin.read_register("gripper", "Overload_Torque") * 10
+    )  # lerobot's 25 %: the overload protection does not trip while holding
     assert arm.set_grasp_torque(False)
     assert twin.read_register("gripper", "Torque_Limit") == 500  # gripper_torque_limit again
     writes = _flushed(arm).writes(cap)[before:]
