@@ -21,6 +21,11 @@ episodes with them. So every episode is written in a staging folder and committe
    lerobot after every step: videos, data, tasks, episodes, stats, and ``info.json`` last (the
    episode count lerobot trusts). Then the manifest is deleted and the staging folder removed.
 
+A new dataset's metadata waits in ``<root>/.armvla_recorder/base/`` until its first episode
+commits: lerobot cannot open a dataset without episodes, so ``<root>/meta/info.json`` only
+appears (last, as always) with the first episode, and a kill before that leaves no dataset
+for anyone to fail to load; the next ``armvla record`` at that root starts from the base.
+
 ``repair`` (run when a recorder opens the dataset, and before each episode) finishes staging
 folders that have a manifest and deletes those without one, listing them as aborted in
 ``meta/armvla_recorder.json``. A SIGKILL therefore loses at most the episode in flight.
@@ -54,6 +59,7 @@ JOURNAL = "meta/armvla_recorder.json"
 MANIFEST = "manifest.json"
 EPISODE_NOTE = "episode.json"
 INFO = "meta/info.json"
+BASE = f"{RECORDER_DIR}/base"  # a new dataset's metadata, until its first episode commits
 COPIED_META = ("meta/info.json", "meta/stats.json", "meta/tasks.parquet")
 
 
@@ -148,6 +154,7 @@ def _journal_add(root: Path, entry: dict, fsync: bool) -> None:
     journal = read_journal(root)
     if all(e.get("id") != entry["id"] for e in journal["aborted"]):  # repair may run twice
         journal["aborted"].append(entry)
+        (Path(root) / JOURNAL).parent.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(Path(root) / JOURNAL, journal, fsync)
 
 
@@ -202,6 +209,8 @@ def _apply(staging: Path, root: Path, moves: list[str], fsync: bool) -> None:
             raise FileNotFoundError(f"committed file {rel} is in neither {staging} nor {root}")
     (staging / MANIFEST).unlink(missing_ok=True)  # done: a later repair must not redo these moves
     shutil.rmtree(staging)
+    if (root / INFO).is_file():  # the first episode is in: the base has served
+        shutil.rmtree(root / BASE, ignore_errors=True)
 
 
 def _repair_locked(root: Path, fsync: bool) -> dict[str, list[str]]:
@@ -254,10 +263,11 @@ class _StagedEpisode:
         self.dir.mkdir(parents=True)
         note = {"id": ep.id, "task": ep.task, "started": time.time()}
         _write_json_atomic(self.dir / EPISODE_NOTE, note, fsync=False)
+        meta = _meta_root(root)
         for rel in COPIED_META:
-            if (root / rel).is_file():
+            if (meta / rel).is_file():
                 (self.dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(root / rel, self.dir / rel)
+                shutil.copyfile(meta / rel, self.dir / rel)
         # lerobot resumes from the last episode row only; a copy keeps its in-place writes
         # (should there be any) away from the committed file.
         episodes = sorted((root / "meta/episodes").glob("*/*.parquet"))
@@ -330,12 +340,19 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _meta_root(root: Path) -> Path:
+    """Where the dataset's committed metadata is: ``root``, or its base before a first episode."""
+    return root if (root / INFO).is_file() else root / BASE
+
+
 def _create(root: Path, repo_id: str, fps: int, features: dict, robot_type: str) -> None:
+    if (root / BASE / INFO).is_file() and not (root / INFO).is_file():
+        return  # an earlier recorder made it and stopped before its first episode committed
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root} exists; pass resume=True to append episodes to it")
     from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
 
-    # Made next to root and renamed into place, so a kill never leaves half a dataset at root.
+    # Made next to root and renamed into place, so a kill never leaves half a base behind.
     root.parent.mkdir(parents=True, exist_ok=True)
     for stale in root.parent.glob(f".{root.name}.creating-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -344,7 +361,8 @@ def _create(root: Path, repo_id: str, fps: int, features: dict, robot_type: str)
     LeRobotDatasetMetadata.create(
         repo_id, fps=fps, features=features, robot_type=robot_type, root=tmp, use_videos=use_videos
     )
-    os.replace(tmp, root)
+    (root / RECORDER_DIR).mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, root / BASE)
 
 
 def _warm_up() -> None:
@@ -403,12 +421,12 @@ class EpisodeRecorder:
         _warm_up()
         if not resume:
             _create(self.root, repo_id, fps, features, self.cfg.robot_type)
-        elif not (self.root / INFO).is_file():
+        elif not (_meta_root(self.root) / INFO).is_file():
             raise FileNotFoundError(f"cannot resume: {self.root / INFO} is missing")
         self._lock = _DatasetLock(self.root)
         try:
             report = _repair_locked(self.root, self.cfg.fsync)
-            info = json.loads((self.root / INFO).read_text())
+            info = json.loads((_meta_root(self.root) / INFO).read_text())
             _check_compatible(info, fps, features, self.root)
         except BaseException:
             self._lock.release()

@@ -140,6 +140,24 @@ def test_round_trip_through_lerobot(tmp_path):
     check_episodes(ds, {0: (9, tasks[0]), 3: (6, "stack the cubes")})
 
 
+def test_no_dataset_appears_at_root_before_its_first_episode_commits(tmp_path):
+    """lerobot cannot open a dataset without episodes (it goes to the hub for one), so before
+    the first commit there is no meta/info.json at root; a recorder that stopped there (here a
+    close mid-episode, as a kill would) leaves a base the next one starts from."""
+    root = tmp_path / "ds"
+    with EpisodeRecorder(root, REPO, FPS, FEATURES) as rec:
+        rec.start_episode("pick the red cube")
+        for t in range(3):
+            rec.add_frame(make_frame(1, t))
+    assert not (root / "meta/info.json").exists()
+    with EpisodeRecorder(root, REPO, FPS, FEATURES) as rec:
+        assert not (root / "meta/info.json").exists()
+        assert record(rec, "pick the red cube", 6) and rec.wait(timeout=60)
+    ds = load(root)
+    assert ds.meta.total_episodes == 1 and len(ds) == 6
+    assert not (root / RECORDER_DIR).exists()  # the base is gone with the first commit
+
+
 def test_refuses_to_clobber_share_or_mismatch(tmp_path):
     root = tmp_path / "ds"
     with EpisodeRecorder(root, REPO, FPS, FEATURES) as rec:
