@@ -29,20 +29,14 @@ GRIPPER = 5  # index of the gripper in SO-101 joint order
 
 
 def joint_array(action) -> np.ndarray | None:
-    """A request as [6] floats in SO-101 joint order: a lerobot action dict (``"<joint>.pos"``
-    keys) or a sequence of six. None for anything else, which the gate refuses as it is."""
-    from data.keys import SO101_JOINTS
+    """A request as [6] floats in SO-101 joint order (the gate's own conversion), or None for
+    anything the gate would refuse; it is passed to the gate as it is, which refuses it."""
+    from real.safety_gate import as_joint_array
 
-    if isinstance(action, dict):
-        try:
-            return np.array([float(action[f"{j}.pos"]) for j in SO101_JOINTS])
-        except (KeyError, TypeError, ValueError):
-            return None
     try:
-        out = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError):
+        return as_joint_array(action)
+    except (KeyError, TypeError, ValueError):
         return None
-    return out if out.shape == (len(SO101_JOINTS),) else None
 
 
 @dataclass

@@ -132,6 +132,19 @@ class GateStats:
         }
 
 
+def as_joint_array(action) -> np.ndarray:
+    """A request as [6] floats in SO-101 joint order, from a lerobot action dict (exactly the
+    ``"<joint>.pos"`` keys) or a sequence of six; KeyError / ValueError / TypeError otherwise."""
+    if isinstance(action, dict):
+        if set(action) != set(SO101_MOTOR_FEATURES):
+            raise KeyError(f"action keys {sorted(action)} != {SO101_MOTOR_FEATURES}")
+        action = [action[k] for k in SO101_MOTOR_FEATURES]
+    values = np.asarray(action, dtype=np.float64)
+    if values.shape != (6,):
+        raise ValueError(f"action needs shape (6,), got {values.shape}")
+    return values
+
+
 class SafetyGate:
     """The only writer of motion commands (see module docstring).
 
@@ -296,16 +309,7 @@ class SafetyGate:
                 return None, Reason.FUTURE_TIMESTAMP
         return so101.to_radians(values), Reason.NONE
 
-    @staticmethod
-    def _as_array(action) -> np.ndarray:
-        if isinstance(action, dict):
-            if set(action) != set(SO101_MOTOR_FEATURES):
-                raise KeyError(f"action keys {sorted(action)} != {SO101_MOTOR_FEATURES}")
-            action = [action[k] for k in SO101_MOTOR_FEATURES]
-        values = np.asarray(action, dtype=np.float64)
-        if values.shape != (6,):
-            raise ValueError(f"action needs shape (6,), got {values.shape}")
-        return values
+    _as_array = staticmethod(as_joint_array)
 
     def _move(self, target: np.ndarray | None, reasons: Reason, t0: float) -> GateDecision:
         cmd, vel, acc = self._cmd, self._vel, self._acc
