@@ -27,7 +27,6 @@ CHECK_POINTS: tuple[tuple[str, str, tuple[float, float, float]], ...] = (
     ("moving_tip", "moving_jaw", (-0.0103, -0.077, 0.019)),
 )
 POINT_NAMES = tuple(name for name, _, _ in CHECK_POINTS)
-_EYE = np.eye(3)
 
 
 def _quat_to_mat(q: np.ndarray) -> np.ndarray:
@@ -94,28 +93,28 @@ class ArmKinematics:
             self._point_link.append(body_to_link[bid])
             self._point_offset.append(np.asarray(offset, dtype=np.float64))
         self.point_names = POINT_NAMES
+        # Each link's transform in its parent at angle a, as 4x4: A + sin(a) B + (1 - cos(a)) C
+        # (Rodrigues: rot @ (I + sin K + (1 - cos) K²), the offset in A), for all links at once.
+        n = len(self.links)
+        self._a, self._b, self._c = np.zeros((n, 4, 4)), np.zeros((n, 4, 4)), np.zeros((n, 4, 4))
+        for i, link in enumerate(self.links):
+            if link.parent >= i:
+                raise ValueError("the gate's FK expects every link after its parent")
+            self._a[i, :3, :3], self._a[i, :3, 3], self._a[i, 3, 3] = link.rot, link.pos, 1.0
+            self._b[i, :3, :3] = link.rot @ link.cross
+            self._c[i, :3, :3] = link.rot @ link.cross2
+        self._joints = np.array([link.joint for link in self.links])
+        self._offsets_h = np.array([np.append(o, 1.0) for o in self._point_offset])[:, :, None]
 
     def points(self, q: np.ndarray) -> np.ndarray:
         """Check-point positions for joint angles ``q`` [N, 6] (rad) -> [N, P, 3] (m), P points in
         ``POINT_NAMES`` order. A single ``[6]`` vector gives ``[P, 3]``."""
         q = np.asarray(q, dtype=np.float64)
         single = q.ndim == 1
-        q = np.atleast_2d(q)
-        n = q.shape[0]
-        rots: list[np.ndarray] = []
-        poss: list[np.ndarray] = []
-        for link in self.links:
-            angle = q[:, link.joint, None, None]
-            hinge = _EYE + np.sin(angle) * link.cross + (1.0 - np.cos(angle)) * link.cross2
-            local_rot = link.rot @ hinge  # [N, 3, 3] body frame at angle q, in the parent frame
-            if link.parent < 0:
-                rots.append(local_rot)
-                poss.append(np.broadcast_to(link.pos, (n, 3)))
-            else:
-                prot, ppos = rots[link.parent], poss[link.parent]
-                rots.append(prot @ local_rot)
-                poss.append(ppos + prot @ link.pos)
-        out = np.empty((n, len(self._point_link), 3))
-        for i, (li, offset) in enumerate(zip(self._point_link, self._point_offset, strict=True)):
-            out[:, i] = poss[li] + rots[li] @ offset
+        angle = np.atleast_2d(q)[:, self._joints, None, None]
+        t = self._a + np.sin(angle) * self._b + (1.0 - np.cos(angle)) * self._c  # [N, L, 4, 4]
+        for i, link in enumerate(self.links):
+            if link.parent >= 0:
+                t[:, i] = t[:, link.parent] @ t[:, i]  # now in the world frame
+        out = (t[:, self._point_link, :3] @ self._offsets_h)[..., 0]  # [N, P, 3]
         return out[0] if single else out

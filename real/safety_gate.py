@@ -29,6 +29,7 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -364,35 +365,48 @@ class SafetyGate:
         if here is None:
             here = self._here_points = self.kin.points(cmd)
         base_pen = float(self._penetration(here[None])[0])
-        ok, why, ends = self._check(cmd, full[None], base_pen, here)
+
+        def check(steps, chords=False):
+            return self._check(cmd, steps, base_pen, here, chords)
+
+        ok, why, ends = check(full[None], chords=True)
         if ok[0]:
             return full, 1.0, Reason.NONE, ends[0]
+        # The search checks the braking path at its tick ends only (a fraction of the FK); the
+        # step it picks must pass with the braking chords too, else it searches again with them
+        # (rare: near a wall at speed).
+        step, s, why_search, end = self._search(check, full, brake)
+        if not check(step[None], chords=True)[0][0]:
+            step, s, why_search, end = self._search(partial(check, chords=True), full, brake)
+        return step, s, why | why_search, end
+
+    def _search(self, check, full: np.ndarray, brake: np.ndarray):
+        """The blend search of ``_cartesian`` with the candidate check ``check(steps)``."""
         grid = np.linspace(0.0, 1.0, 9)[:-1]  # 0, 1/8, ..., 7/8
         steps = brake[None] + grid[:, None] * (full - brake)[None]
-        ok, why_grid, ends = self._check(cmd, steps, base_pen, here)
-        why |= why_grid
+        ok, why, ends = check(steps)
         if ok.any():
             best = int(np.flatnonzero(ok).max())
             fine = grid[best] + np.linspace(0.0, 1.0 / 8, 5)[1:-1]  # refine inside the gap
             fine_steps = brake[None] + fine[:, None] * (full - brake)[None]
-            ok_fine, _, fine_ends = self._check(cmd, fine_steps, base_pen, here)
+            ok_fine, _, fine_ends = check(fine_steps)
             if ok_fine.any():
                 i = int(np.flatnonzero(ok_fine).max())
                 step, s, end = fine_steps[i], float(fine[i]), fine_ends[i]
             else:
                 step, s, end = steps[best], float(grid[best]), ends[best]
-            step, end = self._slide(cmd, full, step, end, base_pen, here)
+            step, end = self._slide(check, full, step, end)
             return step, s, why, end
         # Even braking fails (the start pose was already unsafe, or FK is non-convex here):
         # stop harder than the acceleration limit, down to a hold.
         shrink = np.array([0.75, 0.5, 0.25])
-        ok, _, ends = self._check(cmd, shrink[:, None] * brake[None], base_pen, here)
+        ok, _, ends = check(shrink[:, None] * brake[None])
         if ok.any():
             i = int(np.flatnonzero(ok).min())
             return shrink[i] * brake, 0.0, why | Reason.ACCEL_OVERRIDE, ends[i]
-        return np.zeros(6), 0.0, why | Reason.ACCEL_OVERRIDE | Reason.HOLD, here
+        return np.zeros(6), 0.0, why | Reason.ACCEL_OVERRIDE | Reason.HOLD, self._here_points
 
-    def _slide(self, cmd, full, step, end, base_pen, here):
+    def _slide(self, check, full, step, end):
         """The blend scales every joint alike, so one blocked direction (the jaws on the table
         plane, the tool at the box wall) would stop joints whose own motion is safe, down to a
         dead hold: jaws resting on the table could never close. Each joint that still lags
@@ -403,41 +417,60 @@ class SafetyGate:
             return step, end
         singles = np.repeat(step[None], len(lag), axis=0)
         singles[np.arange(len(lag)), lag] = full[lag]
-        ok, _, ends = self._check(cmd, singles, base_pen, here)
+        ok, _, ends = check(singles)
         if not ok.any():
             return step, end
         if ok.sum() > 1:
             union = step.copy()
             union[lag[ok]] = full[lag[ok]]
-            ok_union, _, ends_union = self._check(cmd, union[None], base_pen, here)
+            ok_union, _, ends_union = check(union[None])
             if ok_union[0]:
                 return union, ends_union[0]
         gain = np.where(ok, np.abs(full - step)[lag] / np.maximum(self._step[lag], _EPS), -1.0)
         i = int(np.argmax(gain))
         return singles[i], ends[i]
 
-    def _check(self, cmd: np.ndarray, steps: np.ndarray, base_pen: float, here: np.ndarray):
+    def _check(
+        self,
+        cmd: np.ndarray,
+        steps: np.ndarray,
+        base_pen: float,
+        here: np.ndarray,
+        chords: bool = True,
+    ):
         """For candidate steps [M, 6]: (ok [M], reasons, endpoint check points [M, P, 3]).
         Checks interpolated points, the endpoint, the braking path to rest, and the tool and
-        elbow speed against the current command's points ``here`` [P, 3]."""
+        elbow speed against the current command's points ``here`` [P, 3].
+
+        With ``chords`` each braking tick is checked the way that tick will be (at its
+        interpolated points too): braking at the acceleration limit is the next tick's
+        fallback, and a path whose tick ends pass but whose chords cut a wall would leave only
+        a stop harder than the acceleration limit. Without, only the tick ends are checked."""
         n_interp = self.config.interpolation_points + 1
         fractions = np.arange(1, n_interp + 1) / n_interp
-        configs = [cmd[None, None] + fractions[None, :, None] * steps[:, None]]  # [M, K, 6]
-        end = cmd[None] + steps
-        vel = steps.copy()
-        for _ in range(64):
-            vel = np.sign(vel) * np.maximum(np.abs(vel) - self._acc, 0.0)
-            if not vel.any():
-                break
-            end = end + vel
-            configs.append(end[:, None])
-        q = np.concatenate(configs, axis=1)  # [M, K + braking, 6]
+        between = fractions if chords else fractions[-1:]
+        # Braking from the step at the acceleration limit: tick k's step is |v| - k acc per
+        # joint until it reaches 0, for as many ticks as the fastest joint needs.
+        ratio = np.nan_to_num(np.abs(steps) / self._acc, nan=64.0, posinf=64.0)  # a broken caller
+        ticks = min(max(int(np.ceil(ratio.max(initial=0.0))) - 1, 0), 64)
+        k_acc = np.arange(1, ticks + 1)[None, :, None] * self._acc
+        brakes = np.sign(steps)[:, None] * np.maximum(np.abs(steps)[:, None] - k_acc, 0.0)
+        starts = (cmd + steps)[:, None] + np.cumsum(brakes, axis=1) - brakes  # [M, B, 6]
+        q = np.concatenate(
+            [
+                cmd + fractions[None, :, None] * steps[:, None],  # [M, K, 6] up to the end
+                (starts[:, :, None] + between[:, None] * brakes[:, :, None]).reshape(
+                    len(steps), -1, 6
+                ),  # [M, B * len(between), 6]: each braking tick
+            ],
+            axis=1,
+        )
         m, k = q.shape[:2]
         pts = self.kin.points(q.reshape(-1, 6)).reshape(m, k, len(POINT_NAMES), 3)
-        pen = self._penetration(pts.reshape(m * k, len(POINT_NAMES), 3)).reshape(m, k).max(1)
+        pen = self._penetration(pts).max(1)
         ok_space = pen <= base_pen + 1e-9
         ends = pts[:, n_interp - 1]
-        moved = np.linalg.norm(ends[:, self._speed_points] - here[None, self._speed_points], axis=2)
+        moved = _norm(ends[:, self._speed_points] - here[None, self._speed_points])
         # Under the cap, or (after the speed scale just dropped) at least not faster than the
         # last tick, so the tool slows down at the acceleration limit instead of stopping dead.
         cap = self.config.tool_speed_cap() * self.config.dt
@@ -445,9 +478,9 @@ class SafetyGate:
         ok_speed = moved.max(1) <= slow_cap + 1e-9
         # Braking from the candidate must respect the cap too: joints slowing at different rates
         # can undo a cancellation and speed the tool up, and braking is the next tick's fallback.
-        path = pts[:, n_interp - 1 :, self._speed_points]
+        path = pts[:, n_interp - 1 :: len(between), self._speed_points]  # the tick ends
         if path.shape[1] > 1:
-            ok_speed &= np.linalg.norm(np.diff(path, axis=1), axis=-1).max((1, 2)) <= cap + 1e-9
+            ok_speed &= _norm(np.diff(path, axis=1)).max((1, 2)) <= cap + 1e-9
         why = Reason.NONE
         if not ok_space.all():
             why |= Reason.WORKSPACE
@@ -456,18 +489,17 @@ class SafetyGate:
         return ok_space & ok_speed, why, ends
 
     def _penetration(self, pts: np.ndarray) -> np.ndarray:
-        """How far [N] the worst point of each configuration [N, P, 3] is inside forbidden space
-        (below the table clearance, outside the box, inside a keep-out volume), m; 0 = safe."""
-        below = np.maximum(self._floor[None] - pts[..., 2], 0.0)
-        outside = np.maximum(self._box_low - pts, 0.0) + np.maximum(pts - self._box_high, 0.0)
-        worst = np.maximum(below, outside.max(-1))
-        if len(self._keep_low):
-            # Depth inside a box = distance to its nearest face (0 when outside).
-            d = np.minimum(
-                pts[..., None, :] - self._keep_low, self._keep_high - pts[..., None, :]
-            ).min(-1)
-            worst = np.maximum(worst, np.maximum(d, 0.0).max(-1))
-        return worst.max(-1)
+        """How far [...] the worst point of each configuration [..., P, 3] is inside forbidden
+        space (below the table clearance, outside the box, inside a keep-out volume), m; 0 = safe.
+        (Per coordinate, elementwise: numpy reduces short trailing axes slowly.)"""
+        x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
+        (lx, ly, lz), (hx, hy, hz) = self._box_low, self._box_high
+        worst = np.maximum.reduce([lx - x, x - hx, ly - y, y - hy, lz - z, z - hz, self._floor - z])
+        for (kx, ky, kz), (jx, jy, jz) in zip(self._keep_low, self._keep_high, strict=True):
+            # Depth inside a box = distance to its nearest face (negative when outside).
+            depth = np.minimum.reduce([x - kx, jx - x, y - ky, jy - y, z - kz, jz - z])
+            np.maximum(worst, depth, out=worst)
+        return np.maximum(worst, 0.0).max(-1)
 
     def _hold(self, reasons: Reason, t0: float) -> GateDecision:
         self._vel = np.zeros(6)
@@ -495,6 +527,11 @@ class SafetyGate:
         for name in reasons.names():
             st.by_reason[name] += 1
         return decision
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    """Euclidean norm over the last axis (np.linalg.norm's axis handling costs more here)."""
+    return np.sqrt(np.einsum("...i,...i->...", v, v))
 
 
 def _stop_speed(distance: np.ndarray, acc: np.ndarray) -> np.ndarray:

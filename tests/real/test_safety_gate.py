@@ -201,6 +201,49 @@ def test_jaws_stopped_on_the_table_still_close_and_the_wrist_still_turns():
     assert np.all(np.abs(np.diff(steps, axis=0)) <= CONFIG.accel_limit() + 1e-9)
 
 
+# Sequence 2922 of bench/safety_gate.py's corpus (seed 0), rounded: the arm runs toward the
+# workspace box's far wall (x = 0.45 m) at the tool speed cap. The braking path's tick ends
+# passed, but a chord between two of them cut the wall by 3 um, so braking at the acceleration
+# limit failed the next tick's check and the gate had to stop harder (ACCEL_OVERRIDE, an accel
+# violation of 1.3 deg/tick^2 against 0.7).
+WALL_START = np.array([5.114, 59.672, -75.41, 81.791, -96.144, 30.377])
+WALL_TICKS = [
+    ("smooth", [-108.768, 105.139, -40.57, -22.646, 154.958, 108.821], 0.0, 0.03333),
+    ("smooth", [-110.693, 101.481, -39.503, -26.02, 152.37, 109.381], 0.0, 0.03333),
+    ("smooth", [-112.243, 97.605, -38.134, -30.456, 150.206, 110.186], 0.0, 0.03333),
+    ("smooth", [-114.262, 93.678, -36.904, -34.167, 147.996, 110.906], 0.0, 0.03333),
+    ("smooth", [-116.049, 90.078, -35.506, -38.237, 146.152, 111.322], 0.0, 0.03333),
+    ("smooth", [-117.977, 86.579, -34.325, -42.717, 143.922, 111.904], 0.0, 0.03333),
+    ("smooth", [-119.834, 82.588, -33.294, -47.348, 141.575, 112.271], 0.0, 0.09961),
+    ("smooth", [-121.531, 78.94, -32.013, -51.638, 138.846, 112.917], 0.0, 0.03333),
+    ("jump", [154.854, 296.174, 143.027, -86.862, 207.419, 110.678], 0.0, 0.03333),
+    ("smooth", [153.15, 293.071, 144.033, -91.132, 205.263, 111.146], 0.0, 0.03333),
+    ("smooth", [151.265, 289.395, 145.157, -94.765, 203.244, 111.896], 0.0, 0.03333),
+    ("jump", [-119.659, -70.287, 76.416, -266.373, 161.097, 12.214], 0.0, 0.07229),
+    ("smooth", [-121.134, -73.706, 77.929, -270.223, 158.351, 12.878], 0.0, 0.03333),
+    ("future", [-121.134, -73.706, 77.929, -270.223, 158.351, 12.878], 0.094, 0.03333),
+    ("switch", [-112.171, -73.066, 78.327, -273.75, 160.73, 8.016], 0.0, 0.03333),
+    ("smooth", [-102.887, -72.465, 78.155, -277.205, 163.372, 3.354], 0.0, 0.03333),
+    ("smooth", [-94.17, -71.835, 78.58, -280.881, 165.958, -1.623], 0.0, 0.0948),
+    ("smooth", [-85.099, -71.532, 79.226, -284.164, 168.237, -6.62], 0.0, 0.03333),
+    ("smooth", [-75.962, -71.107, 79.603, -287.966, 170.258, -11.876], 0.0, 0.03333),
+    ("smooth", [-66.938, -70.986, 80.513, -291.6, 172.517, -16.667], 0.0, 0.03333),
+]
+
+
+def test_braking_at_a_wall_never_needs_a_stop_harder_than_the_acceleration_limit():
+    ticks = [
+        {"kind": k, "action": None if a is None else np.array(a), "stamp_offset": o, "dt": dt}
+        for k, a, o, dt in WALL_TICKS
+    ]
+    decisions: list = []
+    cmds, holds = run_sequence(make_gate(), WALL_START, ticks, decisions)
+    assert CHECKER.check(cmds, holds) == []
+    assert not any(Reason.ACCEL_OVERRIDE in d.reasons for d in decisions)
+    assert Reason.WORKSPACE in decisions[-1].reasons  # it did reach the wall
+    assert KIN.points(cmds)[..., 0].max() == pytest.approx(CONFIG.workspace.high[0], abs=1e-3)
+
+
 def test_tool_speed_is_capped_and_the_no_person_flag_allows_more():
     def top_speed(config):
         gate = make_gate(config)
@@ -412,7 +455,7 @@ class NoTableGate(SafetyGate):
     """A broken gate: its Cartesian check sees no table, box or keep-out."""
 
     def _penetration(self, pts):
-        return np.zeros(pts.shape[0])
+        return np.zeros(pts.shape[:-2])
 
 
 @pytest.mark.parametrize("broken", [DoubleStepGate, NoTableGate])
