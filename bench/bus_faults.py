@@ -26,7 +26,7 @@ from lerobot.robots.so_follower import SO101FollowerConfig  # noqa: E402
 
 from real.feetech_twin.process import TwinProcess  # noqa: E402
 from real.run import RunConfig, run  # noqa: E402
-from real.safety_check import recheck_audit_log  # noqa: E402
+from safety.check import recheck_audit_log  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

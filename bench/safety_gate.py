@@ -2,7 +2,7 @@
 
 1. **Invariants over a generated corpus** (``--sequences`` adversarial action sequences: smooth
    chunks with random switches, huge jumps, NaN/inf, wrong shapes, missing actions, late and
-   future ticks, stops and resets; see ``real.safety_check.random_sequence``). Every command the
+   future ticks, stops and resets; see ``safety.check.random_sequence``). Every command the
    armvla gate sends is re-checked by the independent ``InvariantChecker`` (joint range with
    margin, step, acceleration, workspace box, table plane, keep-out, tool/elbow speed). The peer
    is lerobot 0.6.1's own protection for the SO-101: ``max_relative_target`` (3°, via
@@ -36,10 +36,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 from data.keys import SO101_JOINTS  # noqa: E402
-from real.safety_check import InvariantChecker, random_sequence, run_sequence  # noqa: E402
-from real.safety_config import SafetyConfig  # noqa: E402
-from real.safety_gate import SafetyGate  # noqa: E402
-from sim import so101  # noqa: E402
+from safety import so101  # noqa: E402
+from safety.check import InvariantChecker, random_sequence, run_sequence  # noqa: E402
+from safety.config import SafetyConfig  # noqa: E402
+from safety.gate import SafetyGate  # noqa: E402
 
 TARGET_P99_MS = 2.0
 

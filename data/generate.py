@@ -25,7 +25,7 @@ import numpy as np
 from data.dataset import ROBOT_TYPE, SOURCE, prepare_output, quiet_encoders, so101_features
 from data.keys import ACTION, OBS_STATE, SOURCE_SIM, TASK, image_key
 from data.workers import guarded_initializer, raise_if_setup_failed
-from real.safety_config import SafetyConfig
+from safety.config import SafetyConfig
 from sim.registry import resolve_task
 
 GENERATE_META = "armvla_generate.json"
@@ -145,7 +145,7 @@ def _init_worker(
     os.environ.setdefault("MUJOCO_GL", "egl")
     import importlib
 
-    from real.gated_env import SafetyGateWrapper
+    from safety.gated_env import SafetyGateWrapper
     from sim.registry import make_env
 
     global _worker_env, _worker_expert_cls, _worker_policy, _worker_gated_expert
@@ -176,8 +176,8 @@ def _init_worker(
 
 def expert_motion_limits(config: SafetyConfig | None = None):
     """The safety gate's limits as the scripted expert plans with them (lerobot units)."""
-    from real.safety_config import joint_limits_rad
-    from sim import so101
+    from safety import so101
+    from safety.config import joint_limits_rad
     from sim.expert import MotionLimits
 
     cfg = config or SafetyConfig()

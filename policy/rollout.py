@@ -57,7 +57,7 @@ def init_worker(
     from transformers.utils import logging as hf_logging
 
     from policy.checkpoint import load_policy
-    from real.gated_env import SafetyGateWrapper
+    from safety.gated_env import SafetyGateWrapper
     from sim.registry import make_env
 
     torch.set_num_threads(1)

@@ -10,7 +10,7 @@ wire protocol; this class owns *when* and *what* it is told to do:
   the control loop's next tick.
 * :meth:`close`: hold -> guarded park through the gate (bounded time, skipped when the bus is
   dead) -> torque off -> port closed. Idempotent, safe on every exit path.
-* every write: the decision is first re-checked by :class:`~real.heartbeat.SelfCheck`
+* every write: the decision is first re-checked by :class:`~safety.check.SelfCheck`
   (independent of the gate's code); one that fails is not written, the arm holds its last
   checked command and the heartbeat stops for good. Each checked write beats the heartbeat,
   the guarded park included, so a relay on it keeps power while the arm parks.
@@ -31,9 +31,10 @@ import numpy as np
 from lerobot.motors.motors_bus import get_address
 
 from data.keys import SO101_JOINTS, SO101_MOTOR_FEATURES
-from real.heartbeat import Heartbeat, SelfCheck
-from real.safety_gate import GateDecision, Reason, SafetyGate
-from real.supervisor import GRIPPER, ServoHealth
+from real.heartbeat import Heartbeat
+from safety.check import SelfCheck
+from safety.gate import GateDecision, Reason, SafetyGate
+from safety.supervisor import GRIPPER, ServoHealth
 
 logger = logging.getLogger(__name__)
 

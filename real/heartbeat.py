@@ -1,11 +1,7 @@
-"""Self-check of every command before it reaches a motor, and the heartbeat an external relay
-watches (SAFETY.md 17).
+"""The heartbeat an external relay watches (SAFETY.md 17), and its watcher ``armvla heartbeat``.
 
-:class:`SelfCheck` re-checks each command the gate decided, before it is written, with the
-independent :class:`~real.safety_check.InvariantChecker` (joint range, step, acceleration,
-workspace, table, keep-out, tool speed over the last three commands) and re-hashes the safety
-config now and then, so limits changed in memory after start show up. A command that fails is
-never written: the arm holds its last checked command and the self-check stays failed.
+Before each write the arm runtime re-checks the gate's decision with
+:class:`safety.check.SelfCheck`; a command that fails is never written and stops the heartbeat.
 
 :class:`Heartbeat` sends one beat per control tick while the loop runs, the supervisor sees a
 live bus and the self-check passes; after any failure it stays silent for good (and says so
@@ -29,120 +25,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
-
-import numpy as np
-
-from real.safety_check import InvariantChecker
-from real.safety_config import SafetyConfig
-from real.safety_gate import GateDecision, Reason
 
 logger = logging.getLogger(__name__)
 
 MAGIC = b"armvla-heartbeat"
 STOP_WORD = b"STOP"
-# Reasons under which the gate may stop harder than the acceleration limit (a hold, or a
-# harder-than-allowed stop when braking itself fails a check), if the step only slows down.
-_HARD_STOP = Reason.HOLD | Reason.ACCEL_OVERRIDE
-# Invariants about where a command is (not how it moves): a start outside may move back.
-_WHERE = {"joint_limit", "table", "workspace", "keep_out"}
-
-
-class SelfCheck:
-    """Independent re-check of each gate decision before it is written.
-
-    Args:
-        config: the limits the gate enforces.
-        calibration: the lerobot calibration the gate's joint ranges come from.
-        rehash_every: re-hash the config every this many checks (a changed hash fails).
-    """
-
-    def __init__(
-        self, config: SafetyConfig, calibration: dict | None = None, rehash_every: int = 30
-    ):
-        self.config = config
-        self.config_hash = config.hash()
-        self.checker = InvariantChecker(config, calibration)
-        self.rehash_every = rehash_every
-        self.failure: str | None = None
-        self._window: deque[tuple[np.ndarray, bool]] = deque(maxlen=3)
-        self._count = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-    def restart(self, command_rad: np.ndarray) -> None:
-        """The gate engaged at ``command_rad`` (the measured pose): a new sequence starts."""
-        self._window.clear()
-        self._window.append((np.asarray(command_rad, dtype=np.float64).copy(), True))
-
-    def check(self, decision: GateDecision) -> bool:
-        """Whether ``decision`` may be written. A failure latches: later ones fail too."""
-        if self.failure is not None:
-            return False
-        self._count += 1
-        if self._count % self.rehash_every == 0 and self.config.hash() != self.config_hash:
-            return self._fail("the safety config changed in memory since start")
-        if not self._window:  # nothing to compare with: only the pose itself is checked
-            self._window.append((decision.command_rad.copy(), True))
-        hard_stop = bool(decision.reasons & _HARD_STOP) and self._slows_down(decision.command_rad)
-        window = [*self._window, (decision.command_rad, hard_stop)]
-        commands = np.array([c for c, _ in window])
-        holds = np.array([h for _, h in window])
-        last = len(window) - 1
-        violations = [v for v in self.checker.check(commands, holds) if v.tick == last]
-        if any(v.invariant in _WHERE for v in violations) and self._not_worse(commands[-2:]):
-            # Started outside (an arm switched on resting low): moving back is what the gate
-            # does, one limited step at a time, so a pose no deeper out than the last passes.
-            violations = [v for v in violations if v.invariant not in _WHERE]
-        if violations:
-            v = violations[0]
-            return self._fail(f"gate command {decision.seq} fails {v.invariant}: {v.detail}")
-        self._window.append((decision.command_rad.copy(), hard_stop))
-        return True
-
-    def _slows_down(self, command: np.ndarray) -> bool:
-        """A stop may brake harder than the acceleration limit, but only brake: every joint's
-        step is no larger than its last one and in the same direction (or zero)."""
-        if len(self._window) < 2:
-            return True
-        last = self._window[-1][0] - self._window[-2][0]
-        step = np.asarray(command) - self._window[-1][0]
-        return bool(np.all((step * last >= 0) & (np.abs(step) <= np.abs(last) + 1e-12)))
-
-    def _not_worse(self, pair: np.ndarray) -> bool:
-        """Whether the new command [1] is no further outside the joint ranges (per joint) and no
-        deeper in forbidden space (table, box, keep-out; worst point on the way) than the
-        previous one [0]."""
-        c = self.checker
-        excess = np.maximum(c.low - pair, 0.0) + np.maximum(pair - c.high, 0.0)
-        if np.any(excess[1] > excess[0] + 1e-9):
-            return False
-        n = self.config.interpolation_points + 1
-        way = pair[0] + (np.arange(1, n + 1) / n)[:, None] * (pair[1] - pair[0])
-        return self._depth(way).max() <= self._depth(pair[:1]).max() + 1e-9
-
-    def _depth(self, q: np.ndarray) -> np.ndarray:
-        """How deep [N] the worst check point of each configuration is in forbidden space."""
-        cfg, c = self.config, self.checker
-        pts = c.kin.points(q)  # [N, P, 3]
-        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
-        depth = np.maximum(c.floor - pts[..., 2], 0.0)
-        depth = np.maximum(depth, (np.maximum(low - pts, 0) + np.maximum(pts - high, 0)).max(-1))
-        for box in cfg.keep_out:
-            lo = np.asarray(box.low) - cfg.keep_out_margin_m
-            hi = np.asarray(box.high) + cfg.keep_out_margin_m
-            depth = np.maximum(depth, np.maximum(np.minimum(pts - lo, hi - pts).min(-1), 0.0))
-        return depth.max(-1)
-
-    def _fail(self, why: str) -> bool:
-        self.failure = why
-        logger.error("safety self-check failed: %s", why)
-        return False
 
 
 def parse_target(url: str | None, flag: str) -> tuple[str, int] | Path | None:

@@ -41,11 +41,11 @@ import numpy as np
 from data.dataset import so101_features
 from data.keys import ACTION, OBS_STATE, SO101_JOINTS, image_key
 from real.arm import HealthPoller, tracking_error_rad
-from real.grasp_hold import GRIPPER, GraspHold, joint_array
 from real.heartbeat import parse_target
 from real.recorder import EpisodeRecorder, RecorderConfig
 from real.run import audit_row, connect_gated_arm, observation_times, require_robot
-from real.supervisor import Directive, Supervisor, TickReport
+from safety.grasp_hold import GRIPPER, GraspHold, joint_array
+from safety.supervisor import Directive, Supervisor, TickReport
 
 logger = logging.getLogger(__name__)
 

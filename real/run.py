@@ -30,11 +30,11 @@ import numpy as np
 
 from data.keys import OBS_STATE, SO101_JOINTS, SOURCE_REAL, SOURCE_SIM, TASK, image_key
 from real.arm import GatedArm, HealthPoller, tracking_error_rad
-from real.grasp_hold import GraspHold
 from real.heartbeat import Heartbeat, parse_target
-from real.safety_config import SafetyConfig
-from real.safety_gate import SafetyGate
-from real.supervisor import Directive, Supervisor, TickReport
+from safety.config import SafetyConfig
+from safety.gate import SafetyGate
+from safety.grasp_hold import GraspHold
+from safety.supervisor import Directive, Supervisor, TickReport
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from lerobot.teleoperators.config import TeleoperatorConfig
 from lerobot.teleoperators.teleoperator import Teleoperator
 
 from data.keys import ACTION, SO101_JOINTS, SO101_MOTOR_FEATURES
-from sim import so101
+from safety import so101
 
 # Keys of the keyboard teleop: (tool step in base-frame axes, yaw steps, gripper steps). The
 # recording controls (n, r, q and the arrow keys) are lerobot's and stay free.

@@ -31,7 +31,7 @@ import mujoco
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from sim import so101
+from safety import so101
 from sim.envs.pick_color_cube import PickColorCubeEnv
 from sim.ik import TopDownIK
 

@@ -11,7 +11,7 @@ import mink
 import mujoco
 import numpy as np
 
-from sim import so101
+from safety import so101
 
 
 class TopDownIK:

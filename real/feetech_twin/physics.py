@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 
 from real.feetech_twin.servo import Servo, ThermalConfig
-from sim import so101
+from safety import so101
 from sim.envs.pick_color_cube import PickColorCubeEnv
 
 # lerobot's SO-101 follower writes P=16, D=32 at configure(); the MJCF gains model the servo at
@@ -31,7 +31,7 @@ class TwinPhysics:
     """The scene, its servos and the stepping loop.
 
     Args:
-        servos: one per SO-101 joint, in ``sim.so101.SO101_JOINTS`` order.
+        servos: one per SO-101 joint, in ``safety.so101.SO101_JOINTS`` order.
         lock: guards the MuJoCo state and the servos' registers (shared with the bus thread).
         thermal: thermal model parameters.
         max_speed_deg_s: no-load speed of a servo when Goal_Velocity is 0 (its maximum).

@@ -10,7 +10,7 @@ lerobot's unmodified SO-101 follower connects to ``twin.port`` as it would to ``
 Calibration: the servos' EEPROM holds an already calibrated arm (homing offsets, position limits)
 and :meth:`SO101Twin.write_calibration` writes the matching lerobot JSON, so ``connect()`` finds
 ``is_calibrated`` true and never prompts. The values are chosen so that lerobot's normalization
-reproduces sim/so101.py exactly: arm joints in degrees = MuJoCo joint radians in degrees (the
+reproduces safety/so101.py exactly: arm joints in degrees = MuJoCo joint radians in degrees (the
 middle of each calibrated range is the MJCF zero), gripper 0-100 % = closed..open in the MJCF.
 """
 
@@ -29,7 +29,7 @@ from real.feetech_twin.control_table import RESOLUTION
 from real.feetech_twin.emulator import BusStats, FaultConfig, FeetechBus, PtyServer
 from real.feetech_twin.physics import TwinPhysics
 from real.feetech_twin.servo import STEPS_PER_RAD, JointEncoder, Servo, ThermalConfig
-from sim import so101
+from safety import so101
 
 MOTOR_IDS = {name: i + 1 for i, name in enumerate(so101.SO101_JOINTS)}  # lerobot's SO-101 ids
 # Arbitrary, like a real arm's: where each horn happened to sit on its encoder when assembled.

@@ -6,7 +6,7 @@ lifted at least ``lift_height`` above its resting height and held there for ``ho
 consecutive control ticks while the other cubes stay on the table.
 
 Actions and the ``observation.state`` vector use lerobot's SO-101 convention (degrees, gripper
-0-100); the twin converts at its boundary (sim/so101.py).
+0-100); the twin converts at its boundary (safety/so101.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import mujoco
 import numpy as np
 
 from data.keys import OBS_STATE, TASK, image_key
-from sim import so101
+from safety import so101
+from sim.envs import ASSETS
 from sim.render import CameraRig
 
-SCENE_XML = so101.ASSETS / "pick_color_cube.xml"
+SCENE_XML = ASSETS / "pick_color_cube.xml"
 COLORS = ("red", "green", "blue")
 INSTRUCTION_TEMPLATE = "pick up the {color} cube"
 CUBE_HALF = 0.015

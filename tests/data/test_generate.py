@@ -18,8 +18,8 @@ from data.dataset import SOURCE
 from data.generate import GENERATE_META, GenerateConfig, TaskConfig, generate
 from data.keys import ACTION, OBS_STATE, SO101_MOTOR_FEATURES, TASK
 from policy.cli import main as cli_main
-from real.safety_config import SafetyConfig
-from sim import so101
+from safety import so101
+from safety.config import SafetyConfig
 
 COLORS = ("red", "green", "blue")
 

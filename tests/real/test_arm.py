@@ -27,8 +27,8 @@ from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
 from real.feetech_twin.control_table import BY_NAME, decode_value
 from real.feetech_twin.protocol import Instruction
 from real.heartbeat import Heartbeat
-from real.safety_config import SafetyConfig
-from real.safety_gate import Reason, SafetyGate
+from safety.config import SafetyConfig
+from safety.gate import Reason, SafetyGate
 
 ROBOT_ID = "arm_test"
 GOAL = BY_NAME["Goal_Position"].address

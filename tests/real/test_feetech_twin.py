@@ -36,7 +36,7 @@ from real.feetech_twin.protocol import (
 )
 from real.feetech_twin.servo import Servo, ThermalConfig
 from real.feetech_twin.twin import joint_encoder, twin_calibration
-from sim import so101
+from safety import so101
 
 
 # ---------------------------------------------------------------------------- protocol

@@ -25,9 +25,9 @@ from real import recorder as recorder_module
 from real.feetech_twin.process import TwinProcess
 from real.record import RecordConfig, RecordDatasetConfig, RecordingControls, record
 from real.recorder import BASE, read_journal
-from real.safety_check import recheck_audit_log
 from real.teleop import DatasetReplayTeleopConfig
-from sim import so101
+from safety import so101
+from safety.check import recheck_audit_log
 
 ROBOT_ID = "record_test"
 SEED = 1_000_006  # the scene of conftest's replay_demos
@@ -100,6 +100,17 @@ def test_recording_controls_follow_lerobot_keys():
     assert controls.take("exit_early") and controls.take("rerecord_episode")
     assert controls.take("stop_recording") and not controls.take("stop_recording")
     assert pressed == ["w"]  # not a recording key: the teleoperator's
+
+
+def test_recorded_action_keeps_the_operators_gripper_request_while_holding():
+    from real.record import recorded_action
+
+    sent = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 36.0])  # held just past the jaws
+    asked = np.array([1.1, 2.1, 3.1, 4.1, 5.1, 0.0])  # the operator squeezes the leader shut
+    held = recorded_action(sent, asked, holding=True)
+    assert held.dtype == np.float32
+    np.testing.assert_allclose(held, [1.0, 2.0, 3.0, 4.0, 5.0, 0.0])
+    np.testing.assert_allclose(recorded_action(sent, asked, holding=False), sent)
 
 
 def test_records_replayed_episodes_into_a_lerobot_dataset(twin, demos, tmp_path):

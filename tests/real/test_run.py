@@ -15,7 +15,7 @@ from lerobot.robots.so_follower import SO101FollowerConfig
 
 from real.feetech_twin.process import TwinProcess
 from real.run import ChunkQueue, RunConfig, run, warm_up
-from real.safety_check import recheck_audit_log
+from safety.check import recheck_audit_log
 
 ROBOT_ID = "run_test"
 

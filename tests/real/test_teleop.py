@@ -14,7 +14,7 @@ from real.teleop import (
     KeyboardEETeleopConfig,
     make_teleoperator,
 )
-from sim import so101
+from safety import so101
 from sim.ik import TopDownIK
 
 # A reachable jaws-down pose (lerobot units), gripper half open.

@@ -19,7 +19,7 @@ from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
 
 from data.keys import SO101_JOINTS
 from real.feetech_twin import ErrorBit, FaultConfig, SO101Twin, TwinConfig
-from sim import so101
+from safety import so101
 
 ROBOT_ID = "twin_test"
 

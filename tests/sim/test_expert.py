@@ -13,8 +13,8 @@ import pytest
 import sim
 from data.generate import expert_motion_limits
 from data.keys import OBS_STATE
-from real.gated_env import SafetyGateWrapper
-from sim import so101
+from safety import so101
+from safety.gated_env import SafetyGateWrapper
 from sim.envs.pick_color_cube import COLORS
 from sim.expert import PickCubeExpert
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from data.keys import SO101_JOINTS
-from sim import so101
+from safety import so101
 from sim.envs.pick_color_cube import PickColorCubeEnv
 from sim.expert import PAN_AXIS_XY
 

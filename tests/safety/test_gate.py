@@ -12,12 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data.keys import SO101_MOTOR_FEATURES
-from real.heartbeat import SelfCheck
-from real.kinematics import CHECK_POINTS, ArmKinematics
-from real.safety_check import InvariantChecker, random_sequence, run_sequence
-from real.safety_config import Box, SafetyConfig, joint_limits_rad
-from real.safety_gate import Reason, SafetyGate
-from sim import so101
+from safety import so101
+from safety.check import InvariantChecker, SelfCheck, random_sequence, run_sequence
+from safety.config import Box, SafetyConfig, joint_limits_rad
+from safety.gate import Reason, SafetyGate
+from safety.kinematics import CHECK_POINTS, ArmKinematics
 from sim.envs.pick_color_cube import HOME_RAD
 
 HOME = so101.from_radians(HOME_RAD)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from real.safety_config import SafetyConfig
+from safety.config import SafetyConfig
 
 
 class Directive(enum.IntEnum):

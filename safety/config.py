@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from data.keys import SO101_JOINTS
-from sim import so101
+from safety import so101
+from safety.so101 import SO101_JOINTS
 
 
 def _deg(*values: float) -> list[float]:

@@ -17,7 +17,7 @@ Per tick, for a requested joint target (lerobot units: degrees, gripper 0-100):
    step takes it where the result passes every check too, so one blocked direction does not
    freeze the rest (jaws stopped on the table still close, the wrist still turns).
 
-The gate works in joint radians internally (sim/so101.py converts), keeps no reference to any
+The gate works in joint radians internally (safety/so101.py converts), keeps no reference to any
 bus or simulator, and returns what should be sent; its caller (the bus writer, or the sim env
 wrapper) sends exactly that. Stops latch until :meth:`SafetyGate.reset`.
 """
@@ -33,10 +33,10 @@ from functools import partial
 
 import numpy as np
 
-from data.keys import SO101_MOTOR_FEATURES
-from real.kinematics import POINT_NAMES, ArmKinematics
-from real.safety_config import SafetyConfig, joint_limits_rad
-from sim import so101
+from safety import so101
+from safety.config import SafetyConfig, joint_limits_rad
+from safety.kinematics import POINT_NAMES, ArmKinematics
+from safety.so101 import SO101_MOTOR_FEATURES
 
 # Plausible lerobot units: arm joints in degrees within a turn, the gripper in percent.
 # (Radians passed by mistake are within these too, but then so tiny that limits still hold.)

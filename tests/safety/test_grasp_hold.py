@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from real.grasp_hold import GRIPPER, GraspHold
+from safety.grasp_hold import GRIPPER, GraspHold
 
 ARM = np.array([10.0, -20.0, 30.0, 40.0, 5.0])
 
@@ -89,7 +89,7 @@ def test_bad_settings_are_refused(kwargs, message):
 
 def test_requests_become_joint_arrays_or_are_left_for_the_gate_to_refuse():
     from data.keys import SO101_JOINTS
-    from real.grasp_hold import joint_array
+    from safety.grasp_hold import joint_array
 
     as_dict = {f"{j}.pos": float(i) for i, j in enumerate(SO101_JOINTS)}
     np.testing.assert_array_equal(joint_array(as_dict), np.arange(6.0))
@@ -97,14 +97,3 @@ def test_requests_become_joint_arrays_or_are_left_for_the_gate_to_refuse():
     assert joint_array({"shoulder_pan.pos": 1.0}) is None  # missing joints
     assert joint_array(np.zeros(5)) is None and joint_array(None) is None
     assert joint_array({**as_dict, "gripper.pos": "x"}) is None
-
-
-def test_recorded_action_keeps_the_operators_gripper_request_while_holding():
-    from real.record import recorded_action
-
-    sent = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 36.0])  # held just past the jaws
-    asked = np.array([1.1, 2.1, 3.1, 4.1, 5.1, 0.0])  # the operator squeezes the leader shut
-    held = recorded_action(sent, asked, holding=True)
-    assert held.dtype == np.float32
-    np.testing.assert_allclose(held, [1.0, 2.0, 3.0, 4.0, 5.0, 0.0])
-    np.testing.assert_allclose(recorded_action(sent, asked, holding=False), sent)

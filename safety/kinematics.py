@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from sim import so101
+from safety import so101
 
 # Points the Cartesian checks watch: (name, body in the MJCF, offset in that body's frame, m).
 # The elbow and wrist are the joint centres on the link axis; the tool is the grasp point

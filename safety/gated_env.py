@@ -9,10 +9,10 @@ from collections import Counter
 
 import gymnasium as gym
 import numpy as np
+from lerobot.utils.constants import OBS_STATE
 
-from data.keys import OBS_STATE
-from real.safety_config import SafetyConfig
-from real.safety_gate import SafetyGate
+from safety.config import SafetyConfig
+from safety.gate import SafetyGate
 
 
 class SafetyGateWrapper(gym.Wrapper):

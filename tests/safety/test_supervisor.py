@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from real.supervisor import Directive, ServoHealth, Supervisor, TickReport
+from safety.supervisor import Directive, ServoHealth, Supervisor, TickReport
 
 
 def health(temp=30.0, volts=12.0, amps=0.2, status=0) -> ServoHealth:

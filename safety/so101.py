@@ -1,21 +1,36 @@
-"""The SO-101 twin's boundary: lerobot's joint convention <-> MuJoCo joint radians.
+"""The SO-101 as the safety layer knows it: joint order, official ranges, lerobot units <-> radians.
 
 lerobot drives the SO-101 follower with ``use_degrees=True``: the five arm joints in degrees,
 zero at the middle of the calibrated range (the pose of the official "new calibration"
 description, which is the MJCF's zero), and the gripper as 0-100 % of its calibrated travel
-(0 = closed, 100 = open). The twin speaks radians internally; only this module converts.
+(0 = closed, 100 = open). The gate and the twin speak radians internally; only this module
+converts.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from data.keys import SO101_JOINTS
+# The SO-101 follower's motors in lerobot's order; state and action vectors use this order.
+SO101_JOINTS = (
+    "shoulder_pan",
+    "shoulder_lift",
+    "elbow_flex",
+    "wrist_flex",
+    "wrist_roll",
+    "gripper",
+)
+# lerobot names each state/action component "<motor>.pos".
+SO101_MOTOR_FEATURES = tuple(f"{name}.pos" for name in SO101_JOINTS)
 
-ASSETS = Path(__file__).parent / "assets"
-ARM_XML = ASSETS / "so101.xml"
+# The arm's MJCF ships with the twin (sim/assets/so101.xml); the gate's kinematics read the same
+# file. find_spec of a top-level package locates it without executing it: importing sim would
+# run sim/__init__ (env registration) and make safety depend on the package above it.
+_SIM_DIR = Path(importlib.util.find_spec("sim").submodule_search_locations[0])
+ARM_XML = _SIM_DIR / "assets" / "so101.xml"
 
 # Gripper joint travel in radians (official limits): 0 % maps to the closed end, 100 % to open.
 GRIPPER_CLOSED_RAD = -0.174533

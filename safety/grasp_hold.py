@@ -31,7 +31,7 @@ GRIPPER = 5  # index of the gripper in SO-101 joint order
 def joint_array(action) -> np.ndarray | None:
     """A request as [6] floats in SO-101 joint order (the gate's own conversion), or None for
     anything the gate would refuse; it is passed to the gate as it is, which refuses it."""
-    from real.safety_gate import as_joint_array
+    from safety.gate import as_joint_array
 
     try:
         return as_joint_array(action)
