@@ -63,13 +63,13 @@ from _act import (  # noqa: E402
     save_act,
 )
 
-from data.generate import GENERATE_META, TaskConfig  # noqa: E402
 from data.keys import ACTION, OBS_STATE, image_key  # noqa: E402
 from data.workers import guarded_initializer  # noqa: E402
 from policy.eval import check_heldout  # noqa: E402
 from policy.eval_report import build_report, wilson_interval  # noqa: E402
 from policy.normalize import MIN_STD  # noqa: E402
 from policy.rollout import EpisodeJob, run_episode  # noqa: E402
+from sim.generate import GENERATE_META, TaskConfig  # noqa: E402
 from sim.registry import resolve_task  # noqa: E402
 
 CAMERAS = ("front", "wrist")

@@ -28,7 +28,7 @@ class Subcommand:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "generate": Subcommand(
-        "data.generate",
+        "policy.takeover",
         "generate",
         "GenerateConfig",
         "run the scripted expert and write successful episodes as a LeRobotDataset v3",

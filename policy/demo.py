@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.generate import GenerateConfig, TaskConfig, generate
+from sim.generate import GenerateConfig, TaskConfig, generate
 
 
 @dataclass

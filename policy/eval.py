@@ -29,9 +29,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data.generate import GENERATE_META, TaskConfig
 from policy.eval_report import build_report, print_summary, wilson_interval, write_recording
 from policy.rollout import EpisodeJob, init_worker, run_episode
+from sim.generate import GENERATE_META, TaskConfig
 from sim.registry import resolve_task
 
 REPORT_FILE = "eval_report.json"

@@ -105,7 +105,7 @@ def test_data_stats_floor_constant_dimensions():
 
 @pytest.mark.slow
 def test_learning_bench_runs_and_prints_json(tmp_path):
-    from data.generate import GenerateConfig, TaskConfig, generate
+    from sim.generate import GenerateConfig, TaskConfig, generate
 
     dataset = tmp_path / "sim"
     generate(GenerateConfig(task=TaskConfig(image_size=48), episodes=2, out=dataset, workers=2))

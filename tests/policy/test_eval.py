@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from data.generate import GENERATE_META, TaskConfig
 from data.keys import ACTION, OBS_STATE, SO101_JOINTS
 from data.rerun_log import rerun_executable
 from policy.checkpoint import build_policy, save_policy
@@ -18,6 +17,7 @@ from policy.config import preset
 from policy.eval import EvalConfig, check_heldout, evaluate, wilson_interval
 from policy.eval_report import build_report, write_recording
 from sim.envs.pick_color_cube import COLORS
+from sim.generate import GENERATE_META, TaskConfig
 
 # Made-up normalization stats around the arm's home pose (degrees, gripper 0-100).
 STATS = {

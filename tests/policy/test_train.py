@@ -15,7 +15,6 @@ import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 from data.dataset import SOURCE, so101_features
-from data.generate import GenerateConfig, TaskConfig, generate
 from data.keys import ACTION, OBS_STATE, TASK
 from policy.checkpoint import load_policy
 from policy.cli import main as cli_main
@@ -24,6 +23,7 @@ from policy.eval import EvalConfig, evaluate
 from policy.normalize import INSTRUCTION
 from policy.train import DataConfig, TrainConfig, train
 from policy.train_state import STATE_JSON
+from sim.generate import GenerateConfig, TaskConfig, generate
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import sim
-from data.generate import expert_motion_limits
 from data.keys import OBS_STATE
 from safety import so101
 from safety.gated_env import SafetyGateWrapper
 from sim.envs.pick_color_cube import COLORS
 from sim.expert import PickCubeExpert
+from sim.generate import expert_motion_limits
 
 TASK = "PickColorCube-v1"
 MAX_STEPS = sim.TASKS[TASK].max_episode_steps

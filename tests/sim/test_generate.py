@@ -15,11 +15,12 @@ import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 from data.dataset import SOURCE
-from data.generate import GENERATE_META, GenerateConfig, TaskConfig, generate
 from data.keys import ACTION, OBS_STATE, SO101_MOTOR_FEATURES, TASK
 from policy.cli import main as cli_main
+from policy.takeover import generate  # sim.generate.generate, with the takeover driver
 from safety import so101
 from safety.config import SafetyConfig
+from sim.generate import GENERATE_META, GenerateConfig, TaskConfig
 
 COLORS = ("red", "green", "blue")
 
@@ -255,4 +256,14 @@ def test_takeover_policy_that_is_not_a_checkpoint_is_refused(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert f"--takeover_policy={tmp_path}: no checkpoint there" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_takeover_without_a_driver_is_refused(tmp_path):
+    """sim cannot load a policy: sim.generate.generate needs the driver `armvla generate` builds."""
+    from sim.generate import generate as generate_in_sim
+
+    cfg = GenerateConfig(out=tmp_path / "x", episodes=1, takeover_policy="default")
+    with pytest.raises(ValueError, match="run `armvla generate`"):
+        generate_in_sim(cfg)
     assert not (tmp_path / "x").exists()

@@ -6,6 +6,11 @@ with video cameras, the instruction as ``task`` and the source tagged ``sim``. E
 uses env seed ``seed + i``, so a run is reproducible and its seeds are recorded next to the
 dataset (``meta/armvla_generate.json``) for evaluation to hold out. Ctrl-C or SIGTERM stops
 after the episode in flight and finalizes the dataset: every finished episode stays intact.
+
+Takeover demos (``--takeover_policy``) need a trained policy, and policy sits above sim: the
+``armvla generate`` command (:func:`policy.takeover.generate`) builds a
+:class:`policy.takeover.PolicyDriver` and passes it to :func:`generate`, whose workers load it
+once and let it drive each episode before the expert takes over.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -125,10 +131,28 @@ class GenerateConfig:
         self.out = Path(self.out)
 
 
+class TakeoverDriver(Protocol):
+    """What drives an episode before the expert takes over (e.g. policy.takeover.PolicyDriver).
+
+    Picklable: it goes to every worker process, which calls :meth:`load` once.
+    """
+
+    checkpoint: Path  # recorded with the dataset (meta "takeover": {"policy", "ticks"})
+
+    def load(self) -> None:
+        """Loads what it needs to act, in the worker process."""
+
+    def reset(self) -> None:
+        """A new episode starts."""
+
+    def act(self, obs: dict) -> np.ndarray:
+        """The env action [6] (float32, lerobot units) for one observation."""
+
+
 # ---------------------------------------------------------------------------- workers
 _worker_env = None
 _worker_expert_cls = None
-_worker_policy = None
+_worker_driver: TakeoverDriver | None = None
 _worker_gated_expert = False
 
 
@@ -138,17 +162,16 @@ def _init_worker(
     image_size: int,
     cameras: tuple[str, ...],
     safety_gate: bool,
-    takeover_policy: str | None = None,
+    driver: TakeoverDriver | None = None,
 ) -> None:
     # The main process owns Ctrl-C: it stops the pool and finalizes the dataset.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("MUJOCO_GL", "egl")
     import importlib
 
-    from safety.gated_env import SafetyGateWrapper
     from sim.registry import make_env
 
-    global _worker_env, _worker_expert_cls, _worker_policy, _worker_gated_expert
+    global _worker_env, _worker_expert_cls, _worker_driver, _worker_gated_expert
     spec = resolve_task(task_name)
     # With --safety_gate the expert drives the arm through the gate, so the demo's motion is
     # what the gated arm does. Either way the dataset's action is the expert's request (its
@@ -157,19 +180,17 @@ def _init_worker(
     env = make_env(task_name, image_size=image_size, cameras=cameras)
     # A takeover policy always drives through the gate, as in `armvla eval`; the expert after
     # it only with --safety_gate (run_expert_episode steps the wrapped env otherwise).
-    _worker_env = SafetyGateWrapper(env) if safety_gate or takeover_policy else env
+    _worker_env = env
+    if safety_gate or driver is not None:
+        # Imported only when used: the gated env brings lerobot (and with it torch) along.
+        from safety.gated_env import SafetyGateWrapper
+
+        _worker_env = SafetyGateWrapper(env)
     _worker_gated_expert = safety_gate
-    _worker_policy = None
-    if takeover_policy:
-        import torch
-        from transformers.utils import logging as hf_logging
-
-        from policy.checkpoint import load_policy
-        from policy.eval import checkpoint_path
-
-        torch.set_num_threads(1)  # one core per worker process
-        hf_logging.disable_progress_bar()
-        _worker_policy = load_policy(checkpoint_path(takeover_policy))
+    _worker_driver = None
+    if driver is not None:
+        driver.load()
+        _worker_driver = driver
     module, cls = spec.expert.split(":")
     _worker_expert_cls = getattr(importlib.import_module(module), cls)
 
@@ -201,7 +222,7 @@ def run_expert_episode(
 ) -> dict:
     """Runs one expert episode in this worker's env; returns its frames stacked per key.
 
-    With a takeover policy in the worker, the policy drives first (``takeover_ticks``) and the
+    With a takeover driver in the worker, the policy drives first (``takeover_ticks``) and the
     frames start where the expert took over; ``"takeover_tick"`` says where (None = no policy),
     and ``"policy_finished"`` is True when the policy solved the task before that tick."""
     raise_if_setup_failed()
@@ -214,7 +235,7 @@ def run_expert_episode(
     expert = _worker_expert_cls(env.unwrapped, seed=seed, variation=variation, **kwargs)
     step = env.step
     takeover = None
-    if _worker_policy is not None:
+    if _worker_driver is not None:
         # Its own stream: the expert's draws stay those of the seed.
         takeover = int(
             np.random.default_rng([seed, 1]).integers(takeover_ticks[0], takeover_ticks[1] + 1)
@@ -262,13 +283,11 @@ def run_expert_episode(
 
 
 def _drive_with_policy(env, obs: dict, ticks: int) -> tuple[dict, bool]:
-    """The worker's policy drives ``ticks`` ticks; returns the last observation and whether
-    the episode ended (solved or out of time) before the takeover."""
-    from policy.io import action_to_env, obs_to_batch
-
-    _worker_policy.reset()
+    """The worker's takeover driver drives ``ticks`` ticks; returns the last observation and
+    whether the episode ended (solved or out of time) before the takeover."""
+    _worker_driver.reset()
     for _ in range(ticks):
-        action = action_to_env(_worker_policy.select_action(obs_to_batch(obs)))
+        action = _worker_driver.act(obs)
         obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             return obs, True
@@ -329,23 +348,27 @@ def _open_dataset(cfg: GenerateConfig, repo_id: str, resume: bool):
     )
 
 
-def generate(cfg: GenerateConfig) -> dict:
+def generate(cfg: GenerateConfig, driver: TakeoverDriver | None = None) -> dict:
     """Runs the expert for ``cfg.episodes`` episodes and writes the successful ones.
 
+    Args:
+        driver: drives each episode first, then the expert takes over (takeover demos);
+            required when ``cfg.takeover_policy`` is set. ``armvla generate`` passes a
+            policy.takeover.PolicyDriver.
     Returns a summary: attempts, successes, success rate, wall time, dataset path.
     """
     from tqdm import tqdm
 
+    if cfg.takeover_policy and driver is None:
+        raise ValueError(
+            f"--takeover_policy={cfg.takeover_policy} needs a trained policy to drive first: run "
+            "`armvla generate` (policy.takeover.generate), or pass "
+            "driver=policy.takeover.PolicyDriver.from_flag(cfg.takeover_policy)"
+        )
     takeover = None
-    if cfg.takeover_policy:
-        from policy.eval import checkpoint_path
-
-        try:  # fails here, with what to pass, rather than in every worker
-            policy_dir = checkpoint_path(cfg.takeover_policy)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(str(err).replace("--policy=", "--takeover_policy=")) from None
+    if driver is not None:
         takeover = {
-            "policy": str(policy_dir.resolve()),
+            "policy": str(driver.checkpoint),
             "ticks": list(cfg.takeover_ticks),
         }
     resume = prepare_output(cfg.out, cfg.overwrite, cfg.resume)
@@ -415,7 +438,7 @@ def generate(cfg: GenerateConfig) -> dict:
             cfg.task.image_size,
             tuple(cfg.task.cameras),
             cfg.safety_gate,
-            cfg.takeover_policy,
+            driver,
         ),
     )
     bar = tqdm(total=cfg.episodes, desc=f"generate {cfg.task.name}", unit="ep")
