@@ -47,8 +47,9 @@ STOP_WORD = b"STOP"
 # Reasons under which the gate may stop harder than the acceleration limit (a hold, or a
 # harder-than-allowed stop when braking itself fails a check), if the step only slows down.
 _HARD_STOP = Reason.HOLD | Reason.ACCEL_OVERRIDE
-# Invariants about where a command is (not how it moves): a start outside may move back.
-_WHERE = {"joint_limit", "table", "workspace", "keep_out"}
+# Joints engaged outside their soft range may move back in (the checker's Cartesian invariants
+# take the engaged pose's depths as their allowance instead).
+_WHERE = {"joint_limit"}
 
 
 class SelfCheck:
@@ -69,6 +70,7 @@ class SelfCheck:
         self.rehash_every = rehash_every
         self.failure: str | None = None
         self._window: deque[tuple[np.ndarray, bool]] = deque(maxlen=3)
+        self._allowance: np.ndarray | None = None  # depths of the engaged pose [P, C]
         self._count = 0
 
     @property
@@ -79,6 +81,7 @@ class SelfCheck:
         """The gate engaged at ``command_rad`` (the measured pose): a new sequence starts."""
         self._window.clear()
         self._window.append((np.asarray(command_rad, dtype=np.float64).copy(), True))
+        self._allowance = self.checker.depths(self._window[0][0])[0]
 
     def check(self, decision: GateDecision) -> bool:
         """Whether ``decision`` may be written. A failure latches: later ones fail too."""
@@ -88,16 +91,17 @@ class SelfCheck:
         if self._count % self.rehash_every == 0 and self.config.hash() != self.config_hash:
             return self._fail("the safety config changed in memory since start")
         if not self._window:  # nothing to compare with: only the pose itself is checked
-            self._window.append((decision.command_rad.copy(), True))
+            self.restart(decision.command_rad)
         hard_stop = bool(decision.reasons & _HARD_STOP) and self._slows_down(decision.command_rad)
         window = [*self._window, (decision.command_rad, hard_stop)]
         commands = np.array([c for c, _ in window])
         holds = np.array([h for _, h in window])
         last = len(window) - 1
-        violations = [v for v in self.checker.check(commands, holds) if v.tick == last]
+        checked = self.checker.check(commands, holds, allowance=self._allowance)
+        violations = [v for v in checked if v.tick == last]
         if any(v.invariant in _WHERE for v in violations) and self._not_worse(commands[-2:]):
-            # Started outside (an arm switched on resting low): moving back is what the gate
-            # does, one limited step at a time, so a pose no deeper out than the last passes.
+            # Started outside a joint's range: moving back is what the gate does, one limited
+            # step at a time, so a pose no farther out than the last passes.
             violations = [v for v in violations if v.invariant not in _WHERE]
         if violations:
             v = violations[0]
@@ -115,29 +119,11 @@ class SelfCheck:
         return bool(np.all((step * last >= 0) & (np.abs(step) <= np.abs(last) + 1e-12)))
 
     def _not_worse(self, pair: np.ndarray) -> bool:
-        """Whether the new command [1] is no further outside the joint ranges (per joint) and no
-        deeper in forbidden space (table, box, keep-out; worst point on the way) than the
-        previous one [0]."""
+        """Whether the new command [1] is no further outside the joint ranges (per joint) than
+        the previous one [0]."""
         c = self.checker
         excess = np.maximum(c.low - pair, 0.0) + np.maximum(pair - c.high, 0.0)
-        if np.any(excess[1] > excess[0] + 1e-9):
-            return False
-        n = self.config.interpolation_points + 1
-        way = pair[0] + (np.arange(1, n + 1) / n)[:, None] * (pair[1] - pair[0])
-        return self._depth(way).max() <= self._depth(pair[:1]).max() + 1e-9
-
-    def _depth(self, q: np.ndarray) -> np.ndarray:
-        """How deep [N] the worst check point of each configuration is in forbidden space."""
-        cfg, c = self.config, self.checker
-        pts = c.kin.points(q)  # [N, P, 3]
-        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
-        depth = np.maximum(c.floor - pts[..., 2], 0.0)
-        depth = np.maximum(depth, (np.maximum(low - pts, 0) + np.maximum(pts - high, 0)).max(-1))
-        for box in cfg.keep_out:
-            lo = np.asarray(box.low) - cfg.keep_out_margin_m
-            hi = np.asarray(box.high) + cfg.keep_out_margin_m
-            depth = np.maximum(depth, np.maximum(np.minimum(pts - lo, hi - pts).min(-1), 0.0))
-        return depth.max(-1)
+        return not np.any(excess[1] > excess[0] + 1e-9)
 
     def _fail(self, why: str) -> bool:
         self.failure = why

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data.keys import SO101_MOTOR_FEATURES
 from real.kinematics import POINT_NAMES, ArmKinematics
 from real.safety_config import SafetyConfig, joint_limits_rad
 
@@ -50,7 +51,11 @@ class InvariantChecker:
         self.tool, self.elbow = POINT_NAMES.index("tool"), POINT_NAMES.index("elbow")
 
     def check(
-        self, commands: np.ndarray, holds: np.ndarray | None = None, tolerance: float = TOL_RAD
+        self,
+        commands: np.ndarray,
+        holds: np.ndarray | None = None,
+        tolerance: float = TOL_RAD,
+        allowance: np.ndarray | None = None,
     ) -> list[Violation]:
         """Violations in ``commands`` [T, 6] (joint radians; row 0 = the engaged start).
 
@@ -58,6 +63,8 @@ class InvariantChecker:
             holds: [T] bool, ticks where the gate held (stops may brake harder than the
                 acceleration limit: SAFETY.md's "hold" repeats the last command).
             tolerance: slack on joint quantities (rad), e.g. for float32 recordings.
+            allowance: [P, C] depth into each limit each point may have (:meth:`depths` of the
+                engaged start); default: that of row 0.
         """
         tol = tolerance
         cmds = np.asarray(commands, dtype=np.float64)
@@ -88,44 +95,80 @@ class InvariantChecker:
             Violation(int(t) + 2, "accel", f"{np.rad2deg(dd[t]).round(3).tolist()} deg/tick^2")
             for t in np.flatnonzero(over)
         ]
-        out += self._cartesian(cmds, tol_m=max(TOL_M, tol * 0.5))  # 0.5 m lever: rad -> m
+        # 0.5 m lever: rad -> m
+        out += self._cartesian(cmds, tol_m=max(TOL_M, tol * 0.5), allowance=allowance)
         return out
 
-    def _cartesian(self, cmds: np.ndarray, tol_m: float = TOL_M) -> list[Violation]:
+    def depths(self, q: np.ndarray) -> np.ndarray:
+        """How deep each check point of configurations ``q`` [N, 6] (rad) is into each limit
+        [N, P, C] (m, 0 = clear): table plane, box (below each low face, above each high face),
+        then each keep-out volume (with its margin)."""
+        cfg = self.config
+        pts = self.kin.points(np.asarray(q, dtype=np.float64).reshape(-1, 6))  # [N, P, 3]
+        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
+        parts = [(self.floor - pts[..., 2])[..., None], low - pts, pts - high]
+        for box in cfg.keep_out:
+            lo = np.asarray(box.low) - cfg.keep_out_margin_m
+            hi = np.asarray(box.high) + cfg.keep_out_margin_m
+            parts.append(np.minimum(pts - lo, hi - pts).min(-1, keepdims=True))
+        return np.maximum(np.concatenate(parts, axis=-1), 0.0)
+
+    def _cartesian(
+        self, cmds: np.ndarray, tol_m: float = TOL_M, allowance: np.ndarray | None = None
+    ) -> list[Violation]:
+        """Where the commands go: no check point deeper into any one limit (table, box face,
+        keep-out) than ``allowance`` [P, C] (default: the start, row 0). From a start clear of
+        every limit that is "never outside"; an arm engaged inside forbidden space (folded
+        over its base, resting on the table) may move out or along, never deeper, and never
+        into a limit it was clear of."""
         cfg = self.config
         n = cfg.interpolation_points + 1
         frac = np.arange(1, n + 1) / n
         # Every command and the points between it and the previous one.
         seg = cmds[:-1, None] + frac[None, :, None] * np.diff(cmds, axis=0)[:, None]
         q = np.concatenate([cmds[:1, None].repeat(n, 1), seg])  # [T, n, 6]
-        pts = self.kin.points(q.reshape(-1, 6)).reshape(len(cmds), n, len(POINT_NAMES), 3)
+        depth = self.depths(q.reshape(-1, 6)).reshape(len(cmds), n, len(POINT_NAMES), -1)
+        allowed = depth[0, -1] if allowance is None else np.asarray(allowance)
+        over = (depth > allowed + tol_m).any(1)  # [T, P, C]
+        pts = self.kin.points(cmds)  # [T, P, 3]
         out: list[Violation] = []
-        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
+        keep = [f"keep-out {box}" for box in cfg.keep_out]
         for t in range(1, len(cmds)):
-            p = pts[t]
-            if np.any(p[..., 2] < self.floor - tol_m):
-                out.append(Violation(t, "table", f"min z {p[..., 2].min():.4f} m"))
-            if np.any(p < low - tol_m) or np.any(p > high + tol_m):
+            if over[t, :, 0].any():
+                out.append(Violation(t, "table", f"min z {depth[t, :, :, 0].max():.4f} m deep"))
+            if over[t, :, 1:7].any():
                 out.append(Violation(t, "workspace", "a checked point left the workspace box"))
-            for box in cfg.keep_out:
-                lo = np.asarray(box.low) - cfg.keep_out_margin_m + tol_m
-                hi = np.asarray(box.high) + cfg.keep_out_margin_m - tol_m
-                if np.any(np.all((p > lo) & (p < hi), axis=-1)):
-                    out.append(Violation(t, "keep_out", f"inside keep-out {box}"))
+            for k, name in enumerate(keep):
+                if over[t, :, 7 + k].any():
+                    out.append(Violation(t, "keep_out", f"deeper inside {name}"))
             cap = cfg.tool_speed_cap() * cfg.dt + tol_m
             for idx, name in ((self.tool, "tool"), (self.elbow, "elbow")):
-                moved = np.linalg.norm(pts[t, -1, idx] - pts[t - 1, -1, idx])
+                moved = np.linalg.norm(pts[t, idx] - pts[t - 1, idx])
                 if moved > cap:
                     speed = moved / cfg.dt
                     out.append(Violation(t, "speed", f"{name} at {speed:.3f} m/s"))
         return out
 
 
+def random_start(rng: np.random.Generator, gate, inside_forbidden: bool = False) -> np.ndarray:
+    """A random joint configuration inside the gate's soft joint ranges (lerobot units): with
+    every check point clear of the Cartesian limits, or (``inside_forbidden``) with at least
+    one inside forbidden space (folded over the base's keep-out, below the table clearance,
+    outside the box), as an arm switched on where it rests can be."""
+    from sim import so101
+
+    while True:
+        q = rng.uniform(gate.soft_low, gate.soft_high)
+        if (gate.penetration(q)[0] > 0) == inside_forbidden:
+            return so101.from_radians(q)
+
+
 def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
     """One adversarial tick sequence for the gate: smooth chunked targets with random chunk
-    switches, huge jumps, NaN/inf, wrong shapes, missing actions, late and future timestamps,
-    stops and resets. Each tick is ``{"kind", "action", "stamp_offset", "dt"}``; ``action`` is
-    in lerobot units (degrees, gripper 0-100)."""
+    switches, huge jumps, NaN/inf, wrong shapes, partial action dicts, radians sent by mistake,
+    missing actions, late and future timestamps, stops and resets. Each tick is
+    ``{"kind", "action", "stamp_offset", "dt"}``; ``action`` is in lerobot units (degrees,
+    gripper 0-100) unless the kind says otherwise."""
     ticks = []
     target = rng.uniform([-120, -110, -100, -100, -160, -10], [120, 110, 100, 100, 160, 110])
     vel = rng.normal(0, 4.0, 6)  # deg/tick: often beyond the step limit, so that it binds
@@ -136,8 +179,11 @@ def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
         if r < 0.05:
             kind, action = "non_finite", target.copy()
             action[rng.integers(6)] = rng.choice([np.nan, np.inf, -np.inf])
-        elif r < 0.08:
+        elif r < 0.07:
             kind, action = "bad_shape", rng.uniform(-90, 90, rng.choice([0, 5, 7, 12]))
+        elif r < 0.08:  # a lerobot action dict missing some motors
+            keys = rng.choice(SO101_MOTOR_FEATURES, rng.integers(1, 6), replace=False)
+            kind, action = "partial_dict", {str(k): float(rng.uniform(-90, 90)) for k in keys}
         elif r < 0.11:
             kind, action = "none", None
         elif r < 0.14:
@@ -153,6 +199,8 @@ def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
                 [-300, -300, -300, -300, -300, -20], [300, 300, 300, 300, 300, 120]
             )
             action = target.copy()
+        elif r < 0.30:  # radians by mistake: plausible units, a target near the zero pose
+            kind, action = "radians", np.deg2rad(target)
         elif r < 0.40:  # a new chunk: the trajectory switches direction
             kind = "switch"
             vel = rng.normal(0, 6.0, 6)
