@@ -46,7 +46,7 @@ from functools import partial
 
 import numpy as np
 
-from data.keys import SO101_MOTOR_FEATURES
+from data.keys import SO101_JOINTS, SO101_MOTOR_FEATURES
 from real.kinematics import POINT_NAMES, ArmKinematics
 from real.safety_config import SafetyConfig, joint_limits_rad
 from sim import so101
@@ -85,6 +85,30 @@ class Reason(enum.IntFlag):
 
 
 INVALID = Reason.NON_FINITE | Reason.BAD_SHAPE | Reason.BAD_UNITS | Reason.FUTURE_TIMESTAMP
+# Shaping: the command is a smoothed or clamped version of a reasonable request (target pulled
+# into the soft joint range, step and acceleration limits, limit braking, the guarded ramp, a
+# speed scale). Every good policy sees these: they are how the arm moves, not a problem.
+SHAPING = (
+    Reason.JOINT_LIMIT
+    | Reason.STEP_LIMIT
+    | Reason.ACCEL_LIMIT
+    | Reason.LIMIT_BRAKING
+    | Reason.RAMP
+    | Reason.SLOWED
+)
+# Protective: the gate kept the arm out of harm's way (box, table, keep-out, tool speed), refused
+# a request (invalid input, no fresh action), or stopped it (holds, latches, stops, a stop
+# harder than the acceleration limit). These are worth a look in any run.
+PROTECTIVE = (
+    INVALID
+    | Reason.WORKSPACE
+    | Reason.TOOL_SPEED
+    | Reason.ACCEL_OVERRIDE
+    | Reason.HOLD
+    | Reason.LATCHED
+    | Reason.STOP
+    | Reason.NO_ACTION
+)
 # Reasons that mean the command differs from what was asked (counted as interventions).
 INTERVENTIONS = (
     INVALID
@@ -110,6 +134,8 @@ class GateDecision:
         reasons: every constraint that acted this tick.
         fraction: share of the requested step that was taken after the Cartesian checks.
         compute_s: time the gate spent on this tick.
+        joints: per reason name, the joints it changed (indices into SO101_JOINTS), for the
+            reasons that act per joint (limits, smoothing, Cartesian scaling).
     """
 
     seq: int
@@ -118,10 +144,19 @@ class GateDecision:
     reasons: Reason
     fraction: float
     compute_s: float
+    joints: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def intervened(self) -> bool:
         return bool(self.reasons & INTERVENTIONS)
+
+    @property
+    def shaped(self) -> bool:
+        return bool(self.reasons & SHAPING)
+
+    @property
+    def protective(self) -> bool:
+        return bool(self.reasons & PROTECTIVE)
 
     def as_action(self) -> dict[str, float]:
         """The command as a lerobot action dict (``{"shoulder_pan.pos": deg, ...}``)."""
@@ -130,20 +165,73 @@ class GateDecision:
 
 @dataclass
 class GateStats:
+    """Counts over gate decisions (a run, an episode): ticks, interventions in two classes
+    (shaping, protective), reasons, the joints each reason acted on, compute time."""
+
     ticks: int = 0
     interventions: int = 0  # ticks whose command differs from the request
+    shaping: int = 0  # ticks with a shaping reason
+    protective: int = 0  # ticks with a protective reason
     by_reason: Counter = field(default_factory=Counter)
+    by_reason_joint: Counter = field(default_factory=Counter)  # (reason, joint index) -> ticks
     compute_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def add(self, decision: GateDecision, timed: bool = True) -> None:
+        self.ticks += 1
+        if timed:
+            self.compute_s.append(decision.compute_s)
+        self.interventions += decision.intervened
+        self.shaping += decision.shaped
+        self.protective += decision.protective
+        for name in decision.reasons.names():
+            self.by_reason[name] += 1
+        for name, joints in decision.joints.items():
+            for j in joints:
+                self.by_reason_joint[name, j] += 1
 
     def as_dict(self) -> dict:
         times = np.asarray(self.compute_s) * 1e3 if self.compute_s else np.zeros(1)
         return {
             "ticks": self.ticks,
             "interventions": self.interventions,
+            "shaping": self.shaping,
+            "protective": self.protective,
+            "shaping_rate": self.shaping / self.ticks if self.ticks else None,
+            "protective_rate": self.protective / self.ticks if self.ticks else None,
             "by_reason": dict(sorted(self.by_reason.items())),
+            "by_reason_joint": {
+                name: {
+                    SO101_JOINTS[j]: n
+                    for (r, j), n in sorted(self.by_reason_joint.items())
+                    if r == name
+                }
+                for name in sorted({r for r, _ in self.by_reason_joint})
+            },
             "compute_p50_ms": float(np.percentile(times, 50)),
             "compute_p99_ms": float(np.percentile(times, 99)),
         }
+
+
+def intervention_summary(by_reason: dict, by_reason_joint: dict) -> dict:
+    """Reasons split by class, each with its ticks and the joint it acted on most.
+
+    ``by_reason`` {reason: ticks}, ``by_reason_joint`` {reason: {joint: ticks}} (summed over
+    runs or episodes) -> {"shaping": {reason: {"ticks", "joint", "joint_ticks"}}, "protective":
+    {...}}, each sorted by ticks; ``joint`` is None for reasons that do not act per joint."""
+    out: dict[str, dict] = {"shaping": {}, "protective": {}}
+    for name, n in sorted(by_reason.items(), key=lambda kv: -kv[1]):
+        reason = Reason[name]
+        group = "shaping" if reason & SHAPING else "protective" if reason & PROTECTIVE else None
+        if group is None:
+            continue
+        joints = by_reason_joint.get(name) or {}
+        top = max(joints, key=joints.get) if joints else None
+        out[group][name] = {
+            "ticks": n,
+            "joint": top,
+            "joint_ticks": joints.get(top, 0) if top else 0,
+        }
+    return out
 
 
 def as_joint_array(action) -> np.ndarray:
@@ -345,18 +433,17 @@ class SafetyGate:
         if scale < 1.0:
             reasons |= Reason.RAMP if self._ramp else Reason.SLOWED
         brake = np.sign(vel) * np.maximum(np.abs(vel) - acc, 0.0)
+        masks: dict[Reason, np.ndarray] = {}  # the joints each per-joint reason acted on
         if target is None:
             want = brake
         else:
             clamped = np.clip(target, self.soft_low, self.soft_high)
-            if np.any(np.abs(clamped - target) > 1e-9):
-                reasons |= Reason.JOINT_LIMIT
+            masks[Reason.JOINT_LIMIT] = np.abs(clamped - target) > 1e-9
             desired = clamped - cmd
             dist = np.abs(desired)
             reach = np.minimum(dist, np.maximum(_stop_speed(dist, acc), np.minimum(dist, acc)))
             want = np.sign(desired) * np.minimum(reach, step)
-            if np.any(reach > step + _EPS):
-                reasons |= Reason.STEP_LIMIT
+            masks[Reason.STEP_LIMIT] = reach > step + _EPS
             if self._ramp and np.all(dist <= self._step + 1e-9):
                 self._ramp = False  # caught up with the requests: full speed from now on
         # Per-joint feasible steps: acceleration, step limit, and braking inside the joint range.
@@ -372,15 +459,22 @@ class SafetyGate:
         empty = lower > upper
         chosen[empty] = brake[empty]
         changed = np.abs(chosen - want) > 1e-12
-        if np.any(changed & ((want > vel + acc) | (want < vel - acc))):
-            reasons |= Reason.ACCEL_LIMIT
-        if np.any(changed & ((want > lim_hi) | (want < -lim_lo))):
-            reasons |= Reason.LIMIT_BRAKING
+        masks[Reason.ACCEL_LIMIT] = changed & ((want > vel + acc) | (want < vel - acc))
+        masks[Reason.LIMIT_BRAKING] = changed & ((want > lim_hi) | (want < -lim_lo))
         step_taken, fraction, why, points = self._cartesian(cmd, chosen, brake)
+        scaled = np.abs(step_taken - chosen) > 1e-12
+        for reason in (Reason.WORKSPACE, Reason.TOOL_SPEED):
+            if why & reason:
+                masks[reason] = scaled
+        joints = {}
+        for reason, mask in masks.items():
+            if mask.any():
+                reasons |= reason
+                joints[reason.name] = tuple(np.flatnonzero(mask).tolist())
         sp = self._speed_points
         self._last_moved = float(np.linalg.norm(points[sp] - self._here_points[sp], axis=1).max())
         self._here_points = points
-        return self._commit(cmd + step_taken, step_taken, reasons | why, fraction, t0)
+        return self._commit(cmd + step_taken, step_taken, reasons | why, fraction, t0, joints)
 
     def _cartesian(self, cmd: np.ndarray, full: np.ndarray, brake: np.ndarray):
         """Largest blend brake + s * (full - brake), s in [0, 1], that passes the Cartesian
@@ -562,22 +656,15 @@ class SafetyGate:
             self._latched, self._latch_why = reason, why
             self._latch_brakes = False
 
-    def _commit(self, cmd, step, reasons, fraction, t0, moved=True) -> GateDecision:
+    def _commit(self, cmd, step, reasons, fraction, t0, joints=None, moved=True) -> GateDecision:
         if moved:
             self._cmd, self._vel = cmd, step
         self.seq += 1
         compute = time.perf_counter() - t0 if t0 else 0.0
         decision = GateDecision(
-            self.seq, so101.from_radians(cmd), cmd.copy(), reasons, fraction, compute
+            self.seq, so101.from_radians(cmd), cmd.copy(), reasons, fraction, compute, joints or {}
         )
-        st = self.stats
-        st.ticks += 1
-        if t0:
-            st.compute_s.append(compute)
-        if decision.intervened:
-            st.interventions += 1
-        for name in reasons.names():
-            st.by_reason[name] += 1
+        self.stats.add(decision, timed=bool(t0))
         return decision
 
 

@@ -18,7 +18,7 @@ from real.heartbeat import SelfCheck
 from real.kinematics import CHECK_POINTS, ArmKinematics
 from real.safety_check import InvariantChecker, random_sequence, random_start, run_sequence
 from real.safety_config import Box, SafetyConfig, joint_limits_rad
-from real.safety_gate import Reason, SafetyGate
+from real.safety_gate import Reason, SafetyGate, intervention_summary
 from sim import so101
 from sim.envs.pick_color_cube import HOME_RAD
 
@@ -390,6 +390,28 @@ def test_no_action_brakes_smoothly_to_rest():
     steps = np.abs(np.diff(cmds, axis=0))
     assert np.all(np.diff(steps, axis=0) <= CONFIG.accel_limit() + 1e-9)  # only decelerates
     assert np.all(steps[-1] == 0)  # at rest
+
+
+def test_interventions_are_split_into_shaping_and_protective_with_the_joint_they_acted_on():
+    gate = make_gate()
+    gate.engage(HOME)
+    closed = HOME.copy()
+    closed[5] = 0.0  # the jaws' hard stop: 4.5 % past the gripper's soft range
+    shaped = settle(gate, closed, ticks=40)
+    assert shaped.reasons & Reason.JOINT_LIMIT and shaped.shaped and not shaped.protective
+    assert shaped.joints["JOINT_LIMIT"] == (5,)
+    bad = closed.copy()
+    bad[0] = np.nan
+    refused = gate.filter(bad)
+    assert refused.protective and Reason.NON_FINITE in refused.reasons
+    stats = gate.stats.as_dict()
+    assert stats["shaping"] == stats["ticks"] - 1  # all but the NaN (engage starts the ramp)
+    assert stats["protective"] == 1 and stats["protective_rate"] == 1 / stats["ticks"]
+    assert stats["by_reason_joint"]["JOINT_LIMIT"] == {"gripper": 40}
+    summary = intervention_summary(stats["by_reason"], stats["by_reason_joint"])
+    assert summary["shaping"]["JOINT_LIMIT"] == {"ticks": 40, "joint": "gripper", "joint_ticks": 40}
+    assert summary["protective"]["NON_FINITE"]["joint"] is None
+    assert "RAMP" in summary["shaping"] and "HOLD" in summary["protective"]
 
 
 def test_commands_before_engage_are_an_error():
