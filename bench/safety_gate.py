@@ -1,10 +1,16 @@
 """Safety gate figures, side by side with what lerobot alone does, from one run.
 
 1. **Invariants over a generated corpus** (``--sequences`` adversarial action sequences: smooth
-   chunks with random switches, huge jumps, NaN/inf, wrong shapes, missing actions, late and
-   future ticks, stops and resets; see ``safety.check.random_sequence``). Every command the
-   armvla gate sends is re-checked by the independent ``InvariantChecker`` (joint range with
-   margin, step, acceleration, workspace box, table plane, keep-out, tool/elbow speed). The peer
+   chunks with random switches, huge jumps, NaN/inf, wrong shapes, partial action dicts,
+   radians by mistake, missing actions, late and future ticks, stops and resets; see
+   ``safety.check.random_sequence``), 30 % of them from a start with a check point inside
+   forbidden space (folded over the base's keep-out, below the table clearance), where no point
+   may get deeper into any limit than it started. Every command the armvla gate sends is
+   re-checked by the independent ``InvariantChecker`` (joint range with margin, step,
+   acceleration, workspace box, table plane, keep-out, tool/elbow speed). Also counted: ticks
+   needing a stop harder than the acceleration limit (``ACCEL_OVERRIDE``), and the largest change
+   of step of the arm joints on ticks braking on invalid input (target <= 0.7 deg/tick^2, the
+   acceleration limit; lerobot repeats the last goal or dies on NaN: a dead stop). The peer
    is lerobot 0.6.1's own protection for the SO-101: ``max_relative_target`` (3°, via
    ``ensure_safe_goal_position``) plus the servo's clamp to the calibrated range.
 2. **Gate compute per tick**: p50/p99 of ``SafetyGate.filter`` (target p99 <= 2 ms), next to
@@ -37,11 +43,19 @@ import numpy as np  # noqa: E402
 
 from data.keys import SO101_JOINTS  # noqa: E402
 from safety import so101  # noqa: E402
-from safety.check import InvariantChecker, random_sequence, run_sequence  # noqa: E402
+from safety.check import (  # noqa: E402
+    InvariantChecker,
+    random_sequence,
+    random_start,
+    run_sequence,
+)
 from safety.config import SafetyConfig  # noqa: E402
-from safety.gate import SafetyGate  # noqa: E402
+from safety.gate import INVALID, Reason, SafetyGate  # noqa: E402
 
 TARGET_P99_MS = 2.0
+TARGET_INVALID_ACCEL_DEG = 0.7  # the arm joints' acceleration limit at 30 Hz (SAFETY.md)
+# Tick kinds of random_sequence the gate refuses as invalid input.
+INVALID_KINDS = ("non_finite", "bad_shape", "partial_dict", "future")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,12 +68,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- corpus
-def safe_start(rng: np.random.Generator, gate: SafetyGate) -> np.ndarray:
-    """A random joint configuration inside the soft limits and the workspace (lerobot units)."""
-    while True:
-        q = rng.uniform(gate.soft_low, gate.soft_high)
-        if gate._penetration(gate.kin.points(q)[None])[0] == 0:
-            return so101.from_radians(q)
+# Share of sequences that start with a check point inside forbidden space (an arm switched on
+# folded over its base or resting low): the class an outside fuzz found (gate_escapes.json).
+INSIDE_FORBIDDEN_SHARE = 0.3
+
+
+def max_accel_on(cmds: np.ndarray, ticks: np.ndarray) -> float:
+    """Largest change of step (deg/tick^2) of the five arm joints at the flagged ``ticks`` [T]
+    of commands ``cmds`` [T, 6] (rad); 0 when none is flagged."""
+    dd = np.rad2deg(np.abs(np.diff(cmds, n=2, axis=0)[:, :5]))  # row t-2 = change at tick t
+    flagged = np.asarray(ticks)[2:]
+    return float(dd[flagged].max()) if flagged.any() else 0.0
 
 
 class LerobotClamp:
@@ -79,6 +98,7 @@ class LerobotClamp:
         self.crashes = 0
 
     def run(self, start: np.ndarray, ticks: list[dict]) -> np.ndarray:
+        """Commands sent [T + 1, 6] (rad), row 0 = the start, one row per tick."""
         last = start.copy()
         sent = [so101.to_radians(last)]
         for tick in ticks:
@@ -120,26 +140,49 @@ def corpus(args) -> dict:
     peer = LerobotClamp()
     gate_v, peer_v, gate_ticks = {}, {}, 0
     compute: list[float] = []
-    interventions = 0
+    interventions = overrides = inside = 0
+    invalid_acc, peer_invalid_acc, invalid_ticks = 0.0, 0.0, 0
     for _ in tqdm(range(args.sequences), desc="corpus", unit="seq"):
-        start = safe_start(rng, probe)
+        outside = rng.random() < INSIDE_FORBIDDEN_SHARE
+        inside += outside
+        start = random_start(rng, probe, inside_forbidden=outside)
         ticks = random_sequence(rng, args.ticks)
         gate = SafetyGate(config, kinematics=probe.kin)
-        cmds, holds = run_sequence(gate, start, ticks)
+        decisions: list = []
+        cmds, holds = run_sequence(gate, start, ticks, decisions)
         for v in checker.check(cmds, holds):
             gate_v[v.invariant] = gate_v.get(v.invariant, 0) + 1
+        overrides += sum(bool(d.reasons & Reason.ACCEL_OVERRIDE) for d in decisions)
+        # Invalid input and the protective stop it latches brake; requested stops hold.
+        braking = np.array(
+            [
+                bool(d.reasons & (INVALID | Reason.LATCHED)) and not d.reasons & Reason.HOLD
+                for d in decisions
+            ]
+        )
+        invalid_ticks += int(braking.sum())
+        invalid_acc = max(invalid_acc, max_accel_on(cmds, braking))
         compute += list(gate.stats.compute_s)
         gate_ticks += gate.stats.ticks
         interventions += gate.stats.interventions
-        for v in checker.check(peer.run(start, ticks)):
+        sent = peer.run(start, ticks)
+        for v in checker.check(sent):
             peer_v[v.invariant] = peer_v.get(v.invariant, 0) + 1
+        # The same ticks for lerobot (its rows: start, then one per tick).
+        bad = np.array([False] + [t["kind"] in INVALID_KINDS for t in ticks])
+        peer_invalid_acc = max(peer_invalid_acc, max_accel_on(sent, bad))
     ms = np.array(compute) * 1e3
     peer_ms = np.array(peer.compute_s) * 1e3
     return {
         "sequences": args.sequences,
+        "sequences_starting_inside_forbidden_space": inside,
         "ticks": gate_ticks,
         "violations": sum(gate_v.values()),
         "violations_by_invariant": gate_v,
+        "accel_override_ticks": overrides,
+        "invalid_braking_ticks": invalid_ticks,
+        "invalid_max_accel_deg": invalid_acc,
+        "lerobot_invalid_max_accel_deg": peer_invalid_acc,
         "gate_interventions": interventions,
         "gate_p50_ms": float(np.percentile(ms, 50)),
         "gate_p99_ms": float(np.percentile(ms, 99)),
@@ -265,22 +308,35 @@ def main(argv=None) -> dict:
             f"{c['lerobot_clamp_p50_ms']:.3f} / {c['lerobot_clamp_p99_ms']:.3f} ms",
         ),
         (
+            "invalid input: largest change of step",
+            f"{c['invalid_max_accel_deg']:.3f} deg/tick^2",
+            f"{c['lerobot_invalid_max_accel_deg']:.3f} deg/tick^2",
+        ),
+        (
             "stop -> hold on the wire p50 / max",
             f"{s['stop_to_hold_ms']:.1f} / {s['stop_to_hold_max_ms']:.1f} ms",
             f"{s['next_tick_stop_to_hold_ms']:.1f} / {s['next_tick_stop_to_hold_max_ms']:.1f} ms",
         ),
     ]
-    print(f"corpus: {c['sequences']} sequences, {c['ticks']} ticks")
+    print(
+        f"corpus: {c['sequences']} sequences, {c['ticks']} ticks; "
+        f"{c['sequences_starting_inside_forbidden_space']} start inside forbidden space; "
+        f"{c['invalid_braking_ticks']} ticks braking on invalid input; "
+        f"{c['accel_override_ticks']} ticks needed a stop harder than the acceleration limit"
+    )
     for label, ours, peer in rows:
         print(f"{label:<36} {ours:>22} {peer:>22}")
     print(f"armvla violations by invariant: {c['violations_by_invariant'] or 'none'}")
     print(f"lerobot violations by invariant: {c['lerobot_violations_by_invariant']}")
     ok_p99 = c["gate_p99_ms"] <= TARGET_P99_MS
     ok_stop = s["stop_to_hold_max_ms"] <= s["stop_target_ms"]
+    ok_invalid = c["invalid_max_accel_deg"] <= TARGET_INVALID_ACCEL_DEG + 1e-6
     print(
         f"targets: gate p99 <= {TARGET_P99_MS} ms: {'meets' if ok_p99 else 'MISSES'}; "
         f"stop -> hold <= {s['stop_target_ms']:.1f} ms: {'meets' if ok_stop else 'MISSES'}; "
-        f"0 violations: {'meets' if c['violations'] == 0 else 'MISSES'}"
+        f"0 violations: {'meets' if c['violations'] == 0 else 'MISSES'}; "
+        f"invalid input change of step <= {TARGET_INVALID_ACCEL_DEG} deg/tick^2: "
+        f"{'meets' if ok_invalid else 'MISSES'}"
     )
     result = {**c, **s, "python": sys.version.split()[0]}
     print(json.dumps(result))

@@ -78,22 +78,50 @@ def build_report(results: list[dict], language_probe: bool) -> dict:
 
 def _safety_summary(results: list[dict]) -> dict:
     """The safety gate's work over the run: ticks where the command sent differs from the
-    policy's request (``safety_interventions``), their rate and reasons."""
+    policy's request (``safety_interventions``), split into shaping (clamping into the soft
+    range, step and acceleration smoothing, ramps) and protective (box, table, keep-out, tool
+    speed, invalid input, holds), their rates, reasons and the joint each reason acted on most."""
+    from safety.gate import intervention_summary
+
     ticks = sum(r["safety"]["ticks"] for r in results)
-    interventions = sum(r["safety"]["interventions"] for r in results)
+    totals = {
+        k: sum(r["safety"].get(k, 0) for r in results)
+        for k in ("interventions", "shaping", "protective")
+    }
     by_reason: dict[str, int] = {}
+    by_joint: dict[str, dict[str, int]] = {}
     for r in results:
         for reason, n in r["safety"]["by_reason"].items():
             by_reason[reason] = by_reason.get(reason, 0) + n
+        for reason, joints in r["safety"].get("by_reason_joint", {}).items():
+            for joint, n in joints.items():
+                by_joint.setdefault(reason, {})[joint] = by_joint.get(reason, {}).get(joint, 0) + n
+
+    def rate(n):
+        return n / ticks if ticks else None
+
     return {
-        "safety_interventions": interventions,
+        "safety_interventions": totals["interventions"],
         "safety": {
             "ticks": ticks,
-            "intervention_rate": interventions / ticks if ticks else None,
+            "intervention_rate": rate(totals["interventions"]),
+            "shaping": totals["shaping"],
+            "shaping_rate": rate(totals["shaping"]),
+            "protective": totals["protective"],
+            "protective_rate": rate(totals["protective"]),
             "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
+            "by_class": intervention_summary(by_reason, by_joint),
             "episodes_with_hold": sum("HOLD" in r["safety"]["by_reason"] for r in results),
         },
     }
+
+
+def describe_classes(by_class: dict, top: int = 3) -> str:
+    """ "JOINT_LIMIT 302 (gripper), ACCEL_LIMIT 263 (elbow_flex)" for one class's reasons."""
+    return ", ".join(
+        f"{name} {e['ticks']}" + (f" ({e['joint']})" if e["joint"] else "")
+        for name, e in list(by_class.items())[:top]
+    )
 
 
 def _mean(values: list[int]) -> float | None:
@@ -136,12 +164,19 @@ def print_summary(report: dict, report_path: Path) -> None:
         )
     safety = report["safety"]
     if safety["ticks"]:
-        top = ", ".join(f"{k} {v}" for k, v in list(safety["by_reason"].items())[:4])
-        lines.append(
-            f"  safety gate          intervened in {report['safety_interventions']} of "
-            f"{safety['ticks']} ticks ({pct(safety['intervention_rate'])}); "
-            f"holds in {safety['episodes_with_hold']} episode(s)" + (f"; {top}" if top else "")
+        classes = safety["by_class"]
+        shaping, protective = (
+            describe_classes(classes["shaping"]),
+            describe_classes(classes["protective"]),
         )
+        lines += [
+            f"  safety gate          {safety['ticks']} ticks; holds in "
+            f"{safety['episodes_with_hold']} episode(s)",
+            f"    shaping            {safety['shaping']} ticks ({pct(safety['shaping_rate'])})"
+            + (f": {shaping}" if shaping else ""),
+            f"    protective         {safety['protective']} ticks "
+            f"({pct(safety['protective_rate'])})" + (f": {protective}" if protective else ""),
+        ]
     if report["per_instruction"]:
         lines.append("  per instruction:")
     width = max((len(t) for t in report["per_instruction"]), default=0)

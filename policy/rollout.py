@@ -127,13 +127,16 @@ def run_episode(job: EpisodeJob) -> dict:
         ),
         "max_lift_m": {c: round(h, 4) for c, h in max_lift.items()},
         "wrong_cube": any(c != target for c in lifted),
-        "safety": {
-            "ticks": env.episode_stats["ticks"],
-            "interventions": env.episode_stats["interventions"],
-            "by_reason": dict(env.episode_stats["by_reason"]),
-        },
+        "safety": _episode_safety(env.episode_stats),
         "frames": frames if keep else None,
     }
+
+
+def _episode_safety(stats) -> dict:
+    """The gate's counts for one episode (shaping and protective ticks, reasons, joints)."""
+    d = stats.as_dict()
+    keys = ("ticks", "interventions", "shaping", "protective", "by_reason", "by_reason_joint")
+    return {k: d[k] for k in keys}
 
 
 def _keep_frame(frames: dict, obs: dict, action: np.ndarray | None, env) -> None:

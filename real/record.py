@@ -43,7 +43,13 @@ from data.keys import ACTION, OBS_STATE, SO101_JOINTS, image_key
 from real.arm import HealthPoller, tracking_error_rad
 from real.heartbeat import parse_target
 from real.recorder import EpisodeRecorder, RecorderConfig
-from real.run import audit_row, connect_gated_arm, observation_times, require_robot
+from real.run import (
+    audit_row,
+    connect_gated_arm,
+    gate_summary,
+    observation_times,
+    require_robot,
+)
 from safety.grasp_hold import GRIPPER, GraspHold, joint_array
 from safety.supervisor import Directive, Supervisor, TickReport
 
@@ -245,7 +251,7 @@ def record(cfg: RecordConfig) -> dict:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if arm is not None:
-        summary["safety"] = arm.gate.stats.as_dict()
+        summary["safety"] = gate_summary(arm.gate)
         summary["safety_config_hash"] = arm.gate.config_hash
     (run_dir / "record_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary, run_dir)

@@ -272,10 +272,23 @@ def audit_row(tick: int, t: float, decision, requested, sent, obs, config_hash: 
         "requested": None if requested is None else _rounded(requested),
         "sent": None if sent is None else np.round(sent.command, 3).tolist(),
         "gate": [] if sent is None else sent.reasons.names(),
+        # The same reasons by class, and the joints the per-joint ones acted on.
+        "gate_class": [] if sent is None else _classes(sent),
+        "gate_joints": {} if sent is None else _joint_names(sent.joints),
         "seq": None if sent is None else sent.seq,
         "state": None if obs is None else [round(float(obs[f"{j}.pos"]), 3) for j in SO101_JOINTS],
         "safety_config_hash": config_hash,
     }
+
+
+def _classes(decision) -> list[str]:
+    return [
+        c for c, on in (("shaping", decision.shaped), ("protective", decision.protective)) if on
+    ]
+
+
+def _joint_names(joints: dict[str, tuple[int, ...]]) -> dict[str, list[str]]:
+    return {reason: [SO101_JOINTS[j] for j in idx] for reason, idx in joints.items()}
 
 
 def _rounded(action) -> list[float]:
@@ -475,18 +488,32 @@ def _summary(stats: dict, gate, worker) -> dict:
         "inference_p50_ms": float(np.percentile(lat, 50)),
         "directives": stats["directives"],
         "grasp_holds": stats.get("grasp_holds", 0),
-        "safety": gate.stats.as_dict() if gate else None,
+        "safety": gate_summary(gate) if gate else None,
         "safety_config_hash": gate.config_hash if gate else None,
     }
 
 
+def gate_summary(gate) -> dict:
+    """The gate's counts with its reasons by class and the joint each acted on most."""
+    from safety.gate import intervention_summary
+
+    stats = gate.stats.as_dict()
+    stats["by_class"] = intervention_summary(stats["by_reason"], stats["by_reason_joint"])
+    return stats
+
+
 def _print_summary(summary: dict, run_dir: Path) -> None:
+    from policy.eval_report import describe_classes
+
     s = summary["safety"] or {}
+    classes = s.get("by_class", {"shaping": {}, "protective": {}})
     print(
         f"ran {summary['ticks']} ticks: period p50 {summary['period_p50_ms']:.1f} ms, p99 "
         f"{summary['period_p99_ms']:.1f} ms; inference p50 {summary['inference_p50_ms']:.1f} ms; "
-        f"gate interventions {s.get('interventions', 0)} of {s.get('ticks', 0)} ticks; "
         f"grasp-holds {summary.get('grasp_holds', 0)}\n"
+        f"gate of {s.get('ticks', 0)} ticks: shaping {s.get('shaping', 0)} "
+        f"({describe_classes(classes['shaping']) or 'none'}); protective "
+        f"{s.get('protective', 0)} ({describe_classes(classes['protective']) or 'none'})\n"
         f"summary: {run_dir / 'run_summary.json'}"
     )
 

@@ -17,6 +17,7 @@ import numpy as np
 from safety.config import SafetyConfig, joint_limits_rad
 from safety.gate import GateDecision, Reason
 from safety.kinematics import POINT_NAMES, ArmKinematics
+from safety.so101 import SO101_MOTOR_FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,11 @@ class InvariantChecker:
         self.tool, self.elbow = POINT_NAMES.index("tool"), POINT_NAMES.index("elbow")
 
     def check(
-        self, commands: np.ndarray, holds: np.ndarray | None = None, tolerance: float = TOL_RAD
+        self,
+        commands: np.ndarray,
+        holds: np.ndarray | None = None,
+        tolerance: float = TOL_RAD,
+        allowance: np.ndarray | None = None,
     ) -> list[Violation]:
         """Violations in ``commands`` [T, 6] (joint radians; row 0 = the engaged start).
 
@@ -63,6 +68,8 @@ class InvariantChecker:
             holds: [T] bool, ticks where the gate held (stops may brake harder than the
                 acceleration limit: SAFETY.md's "hold" repeats the last command).
             tolerance: slack on joint quantities (rad), e.g. for float32 recordings.
+            allowance: [P, C] depth into each limit each point may have (:meth:`depths` of the
+                engaged start); default: that of row 0.
         """
         tol = tolerance
         cmds = np.asarray(commands, dtype=np.float64)
@@ -93,44 +100,80 @@ class InvariantChecker:
             Violation(int(t) + 2, "accel", f"{np.rad2deg(dd[t]).round(3).tolist()} deg/tick^2")
             for t in np.flatnonzero(over)
         ]
-        out += self._cartesian(cmds, tol_m=max(TOL_M, tol * 0.5))  # 0.5 m lever: rad -> m
+        # 0.5 m lever: rad -> m
+        out += self._cartesian(cmds, tol_m=max(TOL_M, tol * 0.5), allowance=allowance)
         return out
 
-    def _cartesian(self, cmds: np.ndarray, tol_m: float = TOL_M) -> list[Violation]:
+    def depths(self, q: np.ndarray) -> np.ndarray:
+        """How deep each check point of configurations ``q`` [N, 6] (rad) is into each limit
+        [N, P, C] (m, 0 = clear): table plane, box (below each low face, above each high face),
+        then each keep-out volume (with its margin)."""
+        cfg = self.config
+        pts = self.kin.points(np.asarray(q, dtype=np.float64).reshape(-1, 6))  # [N, P, 3]
+        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
+        parts = [(self.floor - pts[..., 2])[..., None], low - pts, pts - high]
+        for box in cfg.keep_out:
+            lo = np.asarray(box.low) - cfg.keep_out_margin_m
+            hi = np.asarray(box.high) + cfg.keep_out_margin_m
+            parts.append(np.minimum(pts - lo, hi - pts).min(-1, keepdims=True))
+        return np.maximum(np.concatenate(parts, axis=-1), 0.0)
+
+    def _cartesian(
+        self, cmds: np.ndarray, tol_m: float = TOL_M, allowance: np.ndarray | None = None
+    ) -> list[Violation]:
+        """Where the commands go: no check point deeper into any one limit (table, box face,
+        keep-out) than ``allowance`` [P, C] (default: the start, row 0). From a start clear of
+        every limit that is "never outside"; an arm engaged inside forbidden space (folded
+        over its base, resting on the table) may move out or along, never deeper, and never
+        into a limit it was clear of."""
         cfg = self.config
         n = cfg.interpolation_points + 1
         frac = np.arange(1, n + 1) / n
         # Every command and the points between it and the previous one.
         seg = cmds[:-1, None] + frac[None, :, None] * np.diff(cmds, axis=0)[:, None]
         q = np.concatenate([cmds[:1, None].repeat(n, 1), seg])  # [T, n, 6]
-        pts = self.kin.points(q.reshape(-1, 6)).reshape(len(cmds), n, len(POINT_NAMES), 3)
+        depth = self.depths(q.reshape(-1, 6)).reshape(len(cmds), n, len(POINT_NAMES), -1)
+        allowed = depth[0, -1] if allowance is None else np.asarray(allowance)
+        over = (depth > allowed + tol_m).any(1)  # [T, P, C]
+        pts = self.kin.points(cmds)  # [T, P, 3]
         out: list[Violation] = []
-        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
+        keep = [f"keep-out {box}" for box in cfg.keep_out]
         for t in range(1, len(cmds)):
-            p = pts[t]
-            if np.any(p[..., 2] < self.floor - tol_m):
-                out.append(Violation(t, "table", f"min z {p[..., 2].min():.4f} m"))
-            if np.any(p < low - tol_m) or np.any(p > high + tol_m):
+            if over[t, :, 0].any():
+                out.append(Violation(t, "table", f"min z {depth[t, :, :, 0].max():.4f} m deep"))
+            if over[t, :, 1:7].any():
                 out.append(Violation(t, "workspace", "a checked point left the workspace box"))
-            for box in cfg.keep_out:
-                lo = np.asarray(box.low) - cfg.keep_out_margin_m + tol_m
-                hi = np.asarray(box.high) + cfg.keep_out_margin_m - tol_m
-                if np.any(np.all((p > lo) & (p < hi), axis=-1)):
-                    out.append(Violation(t, "keep_out", f"inside keep-out {box}"))
+            for k, name in enumerate(keep):
+                if over[t, :, 7 + k].any():
+                    out.append(Violation(t, "keep_out", f"deeper inside {name}"))
             cap = cfg.tool_speed_cap() * cfg.dt + tol_m
             for idx, name in ((self.tool, "tool"), (self.elbow, "elbow")):
-                moved = np.linalg.norm(pts[t, -1, idx] - pts[t - 1, -1, idx])
+                moved = np.linalg.norm(pts[t, idx] - pts[t - 1, idx])
                 if moved > cap:
                     speed = moved / cfg.dt
                     out.append(Violation(t, "speed", f"{name} at {speed:.3f} m/s"))
         return out
 
 
+def random_start(rng: np.random.Generator, gate, inside_forbidden: bool = False) -> np.ndarray:
+    """A random joint configuration inside the gate's soft joint ranges (lerobot units): with
+    every check point clear of the Cartesian limits, or (``inside_forbidden``) with at least
+    one inside forbidden space (folded over the base's keep-out, below the table clearance,
+    outside the box), as an arm switched on where it rests can be."""
+    from safety import so101
+
+    while True:
+        q = rng.uniform(gate.soft_low, gate.soft_high)
+        if (gate.penetration(q)[0] > 0) == inside_forbidden:
+            return so101.from_radians(q)
+
+
 def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
     """One adversarial tick sequence for the gate: smooth chunked targets with random chunk
-    switches, huge jumps, NaN/inf, wrong shapes, missing actions, late and future timestamps,
-    stops and resets. Each tick is ``{"kind", "action", "stamp_offset", "dt"}``; ``action`` is
-    in lerobot units (degrees, gripper 0-100)."""
+    switches, huge jumps, NaN/inf, wrong shapes, partial action dicts, radians sent by mistake,
+    missing actions, late and future timestamps, stops and resets. Each tick is
+    ``{"kind", "action", "stamp_offset", "dt"}``; ``action`` is in lerobot units (degrees,
+    gripper 0-100) unless the kind says otherwise."""
     ticks = []
     target = rng.uniform([-120, -110, -100, -100, -160, -10], [120, 110, 100, 100, 160, 110])
     vel = rng.normal(0, 4.0, 6)  # deg/tick: often beyond the step limit, so that it binds
@@ -141,8 +184,11 @@ def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
         if r < 0.05:
             kind, action = "non_finite", target.copy()
             action[rng.integers(6)] = rng.choice([np.nan, np.inf, -np.inf])
-        elif r < 0.08:
+        elif r < 0.07:
             kind, action = "bad_shape", rng.uniform(-90, 90, rng.choice([0, 5, 7, 12]))
+        elif r < 0.08:  # a lerobot action dict missing some motors
+            keys = rng.choice(SO101_MOTOR_FEATURES, rng.integers(1, 6), replace=False)
+            kind, action = "partial_dict", {str(k): float(rng.uniform(-90, 90)) for k in keys}
         elif r < 0.11:
             kind, action = "none", None
         elif r < 0.14:
@@ -158,6 +204,8 @@ def random_sequence(rng: np.random.Generator, n_ticks: int) -> list[dict]:
                 [-300, -300, -300, -300, -300, -20], [300, 300, 300, 300, 300, 120]
             )
             action = target.copy()
+        elif r < 0.30:  # radians by mistake: plausible units, a target near the zero pose
+            kind, action = "radians", np.deg2rad(target)
         elif r < 0.40:  # a new chunk: the trajectory switches direction
             kind = "switch"
             vel = rng.normal(0, 6.0, 6)
@@ -240,8 +288,9 @@ def recheck_audit_log(path, config: SafetyConfig | None = None) -> list[Violatio
 # Reasons under which the gate may stop harder than the acceleration limit (a hold, or a
 # harder-than-allowed stop when braking itself fails a check), if the step only slows down.
 _HARD_STOP = Reason.HOLD | Reason.ACCEL_OVERRIDE
-# Invariants about where a command is (not how it moves): a start outside may move back.
-_WHERE = {"joint_limit", "table", "workspace", "keep_out"}
+# Joints engaged outside their soft range may move back in (the checker's Cartesian invariants
+# take the engaged pose's depths as their allowance instead).
+_WHERE = {"joint_limit"}
 
 
 class SelfCheck:
@@ -262,6 +311,7 @@ class SelfCheck:
         self.rehash_every = rehash_every
         self.failure: str | None = None
         self._window: deque[tuple[np.ndarray, bool]] = deque(maxlen=3)
+        self._allowance: np.ndarray | None = None  # depths of the engaged pose [P, C]
         self._count = 0
 
     @property
@@ -272,6 +322,7 @@ class SelfCheck:
         """The gate engaged at ``command_rad`` (the measured pose): a new sequence starts."""
         self._window.clear()
         self._window.append((np.asarray(command_rad, dtype=np.float64).copy(), True))
+        self._allowance = self.checker.depths(self._window[0][0])[0]
 
     def check(self, decision: GateDecision) -> bool:
         """Whether ``decision`` may be written. A failure latches: later ones fail too."""
@@ -281,16 +332,17 @@ class SelfCheck:
         if self._count % self.rehash_every == 0 and self.config.hash() != self.config_hash:
             return self._fail("the safety config changed in memory since start")
         if not self._window:  # nothing to compare with: only the pose itself is checked
-            self._window.append((decision.command_rad.copy(), True))
+            self.restart(decision.command_rad)
         hard_stop = bool(decision.reasons & _HARD_STOP) and self._slows_down(decision.command_rad)
         window = [*self._window, (decision.command_rad, hard_stop)]
         commands = np.array([c for c, _ in window])
         holds = np.array([h for _, h in window])
         last = len(window) - 1
-        violations = [v for v in self.checker.check(commands, holds) if v.tick == last]
+        checked = self.checker.check(commands, holds, allowance=self._allowance)
+        violations = [v for v in checked if v.tick == last]
         if any(v.invariant in _WHERE for v in violations) and self._not_worse(commands[-2:]):
-            # Started outside (an arm switched on resting low): moving back is what the gate
-            # does, one limited step at a time, so a pose no deeper out than the last passes.
+            # Started outside a joint's range: moving back is what the gate does, one limited
+            # step at a time, so a pose no farther out than the last passes.
             violations = [v for v in violations if v.invariant not in _WHERE]
         if violations:
             v = violations[0]
@@ -308,29 +360,11 @@ class SelfCheck:
         return bool(np.all((step * last >= 0) & (np.abs(step) <= np.abs(last) + 1e-12)))
 
     def _not_worse(self, pair: np.ndarray) -> bool:
-        """Whether the new command [1] is no further outside the joint ranges (per joint) and no
-        deeper in forbidden space (table, box, keep-out; worst point on the way) than the
-        previous one [0]."""
+        """Whether the new command [1] is no further outside the joint ranges (per joint) than
+        the previous one [0]."""
         c = self.checker
         excess = np.maximum(c.low - pair, 0.0) + np.maximum(pair - c.high, 0.0)
-        if np.any(excess[1] > excess[0] + 1e-9):
-            return False
-        n = self.config.interpolation_points + 1
-        way = pair[0] + (np.arange(1, n + 1) / n)[:, None] * (pair[1] - pair[0])
-        return self._depth(way).max() <= self._depth(pair[:1]).max() + 1e-9
-
-    def _depth(self, q: np.ndarray) -> np.ndarray:
-        """How deep [N] the worst check point of each configuration is in forbidden space."""
-        cfg, c = self.config, self.checker
-        pts = c.kin.points(q)  # [N, P, 3]
-        low, high = np.asarray(cfg.workspace.low), np.asarray(cfg.workspace.high)
-        depth = np.maximum(c.floor - pts[..., 2], 0.0)
-        depth = np.maximum(depth, (np.maximum(low - pts, 0) + np.maximum(pts - high, 0)).max(-1))
-        for box in cfg.keep_out:
-            lo = np.asarray(box.low) - cfg.keep_out_margin_m
-            hi = np.asarray(box.high) + cfg.keep_out_margin_m
-            depth = np.maximum(depth, np.maximum(np.minimum(pts - lo, hi - pts).min(-1), 0.0))
-        return depth.max(-1)
+        return not np.any(excess[1] > excess[0] + 1e-9)
 
     def _fail(self, why: str) -> bool:
         self.failure = why

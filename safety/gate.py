@@ -2,8 +2,10 @@
 
 Per tick, for a requested joint target (lerobot units: degrees, gripper 0-100):
 
-1. Validate: shape/keys, finite values, plausible units, no future timestamp. Invalid -> hold the
-   last safe command; ``invalid_latch_count`` in a row latch a protective stop.
+1. Validate: shape/keys, finite values, plausible units, no future timestamp. Invalid -> brake
+   along the path the last tick proved safe, at the acceleration limit (as for a missing
+   action), so a joint at full speed never stops dead; ``invalid_latch_count`` in a row latch a
+   protective stop, which brakes to rest and then holds.
 2. Clamp the target into the joint ranges shrunk by the soft margin.
 3. Choose this tick's joint step per joint inside the step limit (against the last *command*, so
    a late tick never catches up), the acceleration limit (change of step), and a braking bound
@@ -17,9 +19,20 @@ Per tick, for a requested joint target (lerobot units: degrees, gripper 0-100):
    step takes it where the result passes every check too, so one blocked direction does not
    freeze the rest (jaws stopped on the table still close, the wrist still turns).
 
+Forbidden space is measured per check point and per limit (each box face, the table plane, each
+keep-out volume). An arm engaged inside it (switched on folded over its base, resting on the
+table) may move out or along, but no point gets deeper into any limit than the path the gate
+last committed to (the step and its braking path) reached; that allowance starts at the
+engaged pose and only shrinks. A single worst-point depth would let one point deep in the
+keep-out license every other point to cross the box or the table up to that depth, and an
+allowance read off the current pose (not the committed path) would let last tick's braking
+path fail this tick, leaving only a stop harder than the acceleration limit.
+
 The gate works in joint radians internally (safety/so101.py converts), keeps no reference to any
 bus or simulator, and returns what should be sent; its caller (the bus writer, or the sim env
-wrapper) sends exactly that. Stops latch until :meth:`SafetyGate.reset`.
+wrapper) sends exactly that. Stops latch until :meth:`SafetyGate.reset`: a requested stop
+(operator, voice, watchdog) holds within the tick; the protective stop after invalid input
+brakes to rest first.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ import numpy as np
 from safety import so101
 from safety.config import SafetyConfig, joint_limits_rad
 from safety.kinematics import POINT_NAMES, ArmKinematics
-from safety.so101 import SO101_MOTOR_FEATURES
+from safety.so101 import SO101_JOINTS, SO101_MOTOR_FEATURES
 
 # Plausible lerobot units: arm joints in degrees within a turn, the gripper in percent.
 # (Radians passed by mistake are within these too, but then so tiny that limits still hold.)
@@ -72,6 +85,30 @@ class Reason(enum.IntFlag):
 
 
 INVALID = Reason.NON_FINITE | Reason.BAD_SHAPE | Reason.BAD_UNITS | Reason.FUTURE_TIMESTAMP
+# Shaping: the command is a smoothed or clamped version of a reasonable request (target pulled
+# into the soft joint range, step and acceleration limits, limit braking, the guarded ramp, a
+# speed scale). Every good policy sees these: they are how the arm moves, not a problem.
+SHAPING = (
+    Reason.JOINT_LIMIT
+    | Reason.STEP_LIMIT
+    | Reason.ACCEL_LIMIT
+    | Reason.LIMIT_BRAKING
+    | Reason.RAMP
+    | Reason.SLOWED
+)
+# Protective: the gate kept the arm out of harm's way (box, table, keep-out, tool speed), refused
+# a request (invalid input, no fresh action), or stopped it (holds, latches, stops, a stop
+# harder than the acceleration limit). These are worth a look in any run.
+PROTECTIVE = (
+    INVALID
+    | Reason.WORKSPACE
+    | Reason.TOOL_SPEED
+    | Reason.ACCEL_OVERRIDE
+    | Reason.HOLD
+    | Reason.LATCHED
+    | Reason.STOP
+    | Reason.NO_ACTION
+)
 # Reasons that mean the command differs from what was asked (counted as interventions).
 INTERVENTIONS = (
     INVALID
@@ -97,6 +134,8 @@ class GateDecision:
         reasons: every constraint that acted this tick.
         fraction: share of the requested step that was taken after the Cartesian checks.
         compute_s: time the gate spent on this tick.
+        joints: per reason name, the joints it changed (indices into SO101_JOINTS), for the
+            reasons that act per joint (limits, smoothing, Cartesian scaling).
     """
 
     seq: int
@@ -105,10 +144,19 @@ class GateDecision:
     reasons: Reason
     fraction: float
     compute_s: float
+    joints: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def intervened(self) -> bool:
         return bool(self.reasons & INTERVENTIONS)
+
+    @property
+    def shaped(self) -> bool:
+        return bool(self.reasons & SHAPING)
+
+    @property
+    def protective(self) -> bool:
+        return bool(self.reasons & PROTECTIVE)
 
     def as_action(self) -> dict[str, float]:
         """The command as a lerobot action dict (``{"shoulder_pan.pos": deg, ...}``)."""
@@ -117,20 +165,73 @@ class GateDecision:
 
 @dataclass
 class GateStats:
+    """Counts over gate decisions (a run, an episode): ticks, interventions in two classes
+    (shaping, protective), reasons, the joints each reason acted on, compute time."""
+
     ticks: int = 0
     interventions: int = 0  # ticks whose command differs from the request
+    shaping: int = 0  # ticks with a shaping reason
+    protective: int = 0  # ticks with a protective reason
     by_reason: Counter = field(default_factory=Counter)
+    by_reason_joint: Counter = field(default_factory=Counter)  # (reason, joint index) -> ticks
     compute_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def add(self, decision: GateDecision, timed: bool = True) -> None:
+        self.ticks += 1
+        if timed:
+            self.compute_s.append(decision.compute_s)
+        self.interventions += decision.intervened
+        self.shaping += decision.shaped
+        self.protective += decision.protective
+        for name in decision.reasons.names():
+            self.by_reason[name] += 1
+        for name, joints in decision.joints.items():
+            for j in joints:
+                self.by_reason_joint[name, j] += 1
 
     def as_dict(self) -> dict:
         times = np.asarray(self.compute_s) * 1e3 if self.compute_s else np.zeros(1)
         return {
             "ticks": self.ticks,
             "interventions": self.interventions,
+            "shaping": self.shaping,
+            "protective": self.protective,
+            "shaping_rate": self.shaping / self.ticks if self.ticks else None,
+            "protective_rate": self.protective / self.ticks if self.ticks else None,
             "by_reason": dict(sorted(self.by_reason.items())),
+            "by_reason_joint": {
+                name: {
+                    SO101_JOINTS[j]: n
+                    for (r, j), n in sorted(self.by_reason_joint.items())
+                    if r == name
+                }
+                for name in sorted({r for r, _ in self.by_reason_joint})
+            },
             "compute_p50_ms": float(np.percentile(times, 50)),
             "compute_p99_ms": float(np.percentile(times, 99)),
         }
+
+
+def intervention_summary(by_reason: dict, by_reason_joint: dict) -> dict:
+    """Reasons split by class, each with its ticks and the joint it acted on most.
+
+    ``by_reason`` {reason: ticks}, ``by_reason_joint`` {reason: {joint: ticks}} (summed over
+    runs or episodes) -> {"shaping": {reason: {"ticks", "joint", "joint_ticks"}}, "protective":
+    {...}}, each sorted by ticks; ``joint`` is None for reasons that do not act per joint."""
+    out: dict[str, dict] = {"shaping": {}, "protective": {}}
+    for name, n in sorted(by_reason.items(), key=lambda kv: -kv[1]):
+        reason = Reason[name]
+        group = "shaping" if reason & SHAPING else "protective" if reason & PROTECTIVE else None
+        if group is None:
+            continue
+        joints = by_reason_joint.get(name) or {}
+        top = max(joints, key=joints.get) if joints else None
+        out[group][name] = {
+            "ticks": n,
+            "joint": top,
+            "joint_ticks": joints.get(top, 0) if top else 0,
+        }
+    return out
 
 
 def as_joint_array(action) -> np.ndarray:
@@ -192,11 +293,14 @@ class SafetyGate:
         self.seq = 0
         self._cmd: np.ndarray | None = None  # last command sent (rad)
         self._here_points: np.ndarray | None = None  # its check points [P, 3]
+        self._allowance: np.ndarray | None = None  # depth allowed per point and limit [P, C]
         self._last_moved = 0.0
+        self._brake_moved = 0.0  # how far braking would move the tool/elbow this tick (m)
         self._vel = np.zeros(6)  # last step (rad/tick)
         self._invalid_streak = 0
         self._latched: Reason = Reason.NONE
         self._latch_why = ""
+        self._latch_brakes = False  # the latched stop brakes to rest before it holds
         self._ramp = False
         self.speed_scale = 1.0
 
@@ -210,7 +314,9 @@ class SafetyGate:
         if not np.all(np.isfinite(q)):
             raise ValueError(f"cannot engage: the present position is not finite: {present}")
         self._cmd = q
-        self._here_points = None  # FK of the command, cached between ticks
+        self._here_points = self.kin.points(q)  # FK of the command, cached between ticks
+        # Engaged inside forbidden space: no point may get deeper into any limit than now.
+        self._allowance = self._depths(self._here_points)
         self._last_moved = 0.0  # how far the tool/elbow moved last tick (m)
         self._vel = np.zeros(6)
         self._ramp = True
@@ -249,7 +355,7 @@ class SafetyGate:
         if present is not None:
             self.engage(present)
         elif was_latched:
-            self._ramp = True  # at rest already: a latched gate only ever held
+            self._ramp = True  # from rest, or from the protective stop's braking
 
     def set_speed_scale(self, scale: float) -> None:
         """Slows every motion to ``scale`` of the configured limits (derate, "slow down").
@@ -277,16 +383,24 @@ class SafetyGate:
         if self._cmd is None:
             raise RuntimeError("SafetyGate.engage(present) must run before the first command")
         if self._latched:
+            if self._latch_brakes and np.any(self._vel != 0):
+                return self._move(None, self._latched, t0)  # protective stop: brake to rest
             return self._hold(self._latched | Reason.HOLD, t0)
         if action is None:
             return self._move(None, Reason.NO_ACTION, t0)
         target, bad = self._validate(action, stamp, now)
         if bad:
+            # The whole action is refused; the braking path the last tick proved safe is
+            # followed instead, so a joint moving at the step limit slows at the acceleration
+            # limit rather than stopping dead (SAFETY.md 2 and 5).
             self._invalid_streak += 1
             if self._invalid_streak >= self.config.invalid_latch_count:
                 self._latch(Reason.LATCHED, f"{self._invalid_streak} invalid actions in a row")
+                self._latch_brakes = True
                 bad |= Reason.LATCHED
-            return self._hold(bad | Reason.HOLD, t0)
+            if not np.any(self._vel != 0):
+                return self._hold(bad, t0)  # at rest already: braking is holding
+            return self._move(None, bad, t0)
         self._invalid_streak = 0
         return self._move(target, Reason.NONE, t0)
 
@@ -319,18 +433,17 @@ class SafetyGate:
         if scale < 1.0:
             reasons |= Reason.RAMP if self._ramp else Reason.SLOWED
         brake = np.sign(vel) * np.maximum(np.abs(vel) - acc, 0.0)
+        masks: dict[Reason, np.ndarray] = {}  # the joints each per-joint reason acted on
         if target is None:
             want = brake
         else:
             clamped = np.clip(target, self.soft_low, self.soft_high)
-            if np.any(np.abs(clamped - target) > 1e-9):
-                reasons |= Reason.JOINT_LIMIT
+            masks[Reason.JOINT_LIMIT] = np.abs(clamped - target) > 1e-9
             desired = clamped - cmd
             dist = np.abs(desired)
             reach = np.minimum(dist, np.maximum(_stop_speed(dist, acc), np.minimum(dist, acc)))
             want = np.sign(desired) * np.minimum(reach, step)
-            if np.any(reach > step + _EPS):
-                reasons |= Reason.STEP_LIMIT
+            masks[Reason.STEP_LIMIT] = reach > step + _EPS
             if self._ramp and np.all(dist <= self._step + 1e-9):
                 self._ramp = False  # caught up with the requests: full speed from now on
         # Per-joint feasible steps: acceleration, step limit, and braking inside the joint range.
@@ -346,15 +459,22 @@ class SafetyGate:
         empty = lower > upper
         chosen[empty] = brake[empty]
         changed = np.abs(chosen - want) > 1e-12
-        if np.any(changed & ((want > vel + acc) | (want < vel - acc))):
-            reasons |= Reason.ACCEL_LIMIT
-        if np.any(changed & ((want > lim_hi) | (want < -lim_lo))):
-            reasons |= Reason.LIMIT_BRAKING
+        masks[Reason.ACCEL_LIMIT] = changed & ((want > vel + acc) | (want < vel - acc))
+        masks[Reason.LIMIT_BRAKING] = changed & ((want > lim_hi) | (want < -lim_lo))
         step_taken, fraction, why, points = self._cartesian(cmd, chosen, brake)
+        scaled = np.abs(step_taken - chosen) > 1e-12
+        for reason in (Reason.WORKSPACE, Reason.TOOL_SPEED):
+            if why & reason:
+                masks[reason] = scaled
+        joints = {}
+        for reason, mask in masks.items():
+            if mask.any():
+                reasons |= reason
+                joints[reason.name] = tuple(np.flatnonzero(mask).tolist())
         sp = self._speed_points
         self._last_moved = float(np.linalg.norm(points[sp] - self._here_points[sp], axis=1).max())
         self._here_points = points
-        return self._commit(cmd + step_taken, step_taken, reasons | why, fraction, t0)
+        return self._commit(cmd + step_taken, step_taken, reasons | why, fraction, t0, joints)
 
     def _cartesian(self, cmd: np.ndarray, full: np.ndarray, brake: np.ndarray):
         """Largest blend brake + s * (full - brake), s in [0, 1], that passes the Cartesian
@@ -364,81 +484,100 @@ class SafetyGate:
         here = self._here_points
         if here is None:
             here = self._here_points = self.kin.points(cmd)
-        base_pen = float(self._penetration(here[None])[0])
 
         def check(steps, chords=False):
-            return self._check(cmd, steps, base_pen, here, chords)
+            return self._check(cmd, steps, here, chords)
 
-        ok, why, ends = check(full[None], chords=True)
+        self._brake_moved = 0.0
+        if self.speed_scale < 1.0:  # see the slowed cap in _check
+            sp = self._speed_points
+            self._brake_moved = float(_norm(self.kin.points(cmd + brake)[sp] - here[sp]).max())
+
+        ok, why, ends, depth = check(full[None], chords=True)
         if ok[0]:
-            return full, 1.0, Reason.NONE, ends[0]
+            return self._commit_path(full, 1.0, Reason.NONE, ends[0], depth[0])
         # The search checks the braking path at its tick ends only (a fraction of the FK); the
         # step it picks must pass with the braking chords too, else it searches again with them
         # (rare: near a wall at speed).
-        step, s, why_search, end = self._search(check, full, brake)
-        if not check(step[None], chords=True)[0][0]:
-            step, s, why_search, end = self._search(partial(check, chords=True), full, brake)
-        return step, s, why | why_search, end
+        step, s, why_search, end, _ = self._search(check, full, brake)
+        if not why_search & Reason.ACCEL_OVERRIDE:
+            ok, _, ends, depth = check(step[None], chords=True)
+            if ok[0]:
+                return self._commit_path(step, s, why | why_search, ends[0], depth[0])
+        step, s, why_search, end, depth = self._search(partial(check, chords=True), full, brake)
+        return self._commit_path(step, s, why | why_search, end, depth)
+
+    def _commit_path(self, step, s, why, end, depth):
+        """The chosen step's path (the step and its braking to rest) becomes the committed one:
+        the allowance shrinks to the depths it reaches, so braking along it stays allowed next
+        tick and nothing gets deeper later. A harder-than-allowed stop keeps the allowance."""
+        if depth is not None:
+            self._allowance = np.minimum(self._allowance, depth)
+        return step, s, why, end
 
     def _search(self, check, full: np.ndarray, brake: np.ndarray):
-        """The blend search of ``_cartesian`` with the candidate check ``check(steps)``."""
+        """The blend search of ``_cartesian`` with the candidate check ``check(steps)``.
+        Returns (step, s, reasons, end points, path depths or None for a forced stop)."""
         grid = np.linspace(0.0, 1.0, 9)[:-1]  # 0, 1/8, ..., 7/8
         steps = brake[None] + grid[:, None] * (full - brake)[None]
-        ok, why, ends = check(steps)
+        ok, why, ends, depths = check(steps)
         if ok.any():
             best = int(np.flatnonzero(ok).max())
             fine = grid[best] + np.linspace(0.0, 1.0 / 8, 5)[1:-1]  # refine inside the gap
             fine_steps = brake[None] + fine[:, None] * (full - brake)[None]
-            ok_fine, _, fine_ends = check(fine_steps)
+            ok_fine, _, fine_ends, fine_depths = check(fine_steps)
             if ok_fine.any():
                 i = int(np.flatnonzero(ok_fine).max())
-                step, s, end = fine_steps[i], float(fine[i]), fine_ends[i]
+                found = fine_steps[i], fine_ends[i], fine_depths[i]
+                s = float(fine[i])
             else:
-                step, s, end = steps[best], float(grid[best]), ends[best]
-            step, end = self._slide(check, full, step, end)
-            return step, s, why, end
-        # Even braking fails (the start pose was already unsafe, or FK is non-convex here):
-        # stop harder than the acceleration limit, down to a hold.
+                found, s = (steps[best], ends[best], depths[best]), float(grid[best])
+            step, end, depth = self._slide(check, full, *found)
+            return step, s, why, end, depth
+        # Even braking fails (FK is non-convex here, or a broken caller): stop harder than the
+        # acceleration limit, down to a hold.
         shrink = np.array([0.75, 0.5, 0.25])
-        ok, _, ends = check(shrink[:, None] * brake[None])
+        ok, _, ends, _ = check(shrink[:, None] * brake[None])
         if ok.any():
             i = int(np.flatnonzero(ok).min())
-            return shrink[i] * brake, 0.0, why | Reason.ACCEL_OVERRIDE, ends[i]
-        return np.zeros(6), 0.0, why | Reason.ACCEL_OVERRIDE | Reason.HOLD, self._here_points
+            return shrink[i] * brake, 0.0, why | Reason.ACCEL_OVERRIDE, ends[i], None
+        hold = why | Reason.ACCEL_OVERRIDE | Reason.HOLD
+        return np.zeros(6), 0.0, hold, self._here_points, None
 
-    def _slide(self, check, full, step, end):
+    def _slide(self, check, full, step, end, depth):
         """The blend scales every joint alike, so one blocked direction (the jaws on the table
         plane, the tool at the box wall) would stop joints whose own motion is safe, down to a
         dead hold: jaws resting on the table could never close. Each joint that still lags
         its full step takes that step if the result passes every check; all of them together
-        if that passes too, else the one that gains the most. Returns (step [6], points)."""
+        if that passes too, else the one that gains the most. Returns (step [6], points,
+        path depths)."""
         lag = np.flatnonzero(np.abs(full - step) > 1e-9)
         if len(lag) == 0:
-            return step, end
+            return step, end, depth
         singles = np.repeat(step[None], len(lag), axis=0)
         singles[np.arange(len(lag)), lag] = full[lag]
-        ok, _, ends = check(singles)
+        ok, _, ends, depths = check(singles)
         if not ok.any():
-            return step, end
+            return step, end, depth
         if ok.sum() > 1:
             union = step.copy()
             union[lag[ok]] = full[lag[ok]]
-            ok_union, _, ends_union = check(union[None])
+            ok_union, _, ends_union, depths_union = check(union[None])
             if ok_union[0]:
-                return union, ends_union[0]
+                return union, ends_union[0], depths_union[0]
         gain = np.where(ok, np.abs(full - step)[lag] / np.maximum(self._step[lag], _EPS), -1.0)
         i = int(np.argmax(gain))
-        return singles[i], ends[i]
+        return singles[i], ends[i], depths[i]
 
     def _check(
         self,
         cmd: np.ndarray,
         steps: np.ndarray,
-        base_pen: float,
         here: np.ndarray,
         chords: bool = True,
     ):
-        """For candidate steps [M, 6]: (ok [M], reasons, endpoint check points [M, P, 3]).
+        """For candidate steps [M, 6]: (ok [M], reasons, endpoint check points [M, P, 3], the
+        deepest each point gets into each limit along the path [M, P, C]).
         Checks interpolated points, the endpoint, the braking path to rest, and the tool and
         elbow speed against the current command's points ``here`` [P, 3].
 
@@ -467,14 +606,16 @@ class SafetyGate:
         )
         m, k = q.shape[:2]
         pts = self.kin.points(q.reshape(-1, 6)).reshape(m, k, len(POINT_NAMES), 3)
-        pen = self._penetration(pts).max(1)
-        ok_space = pen <= base_pen + 1e-9
+        depth = self._depths(pts).max(1)  # [M, P, C]
+        ok_space = np.all(depth <= self._allowance + 1e-9, axis=(1, 2))
         ends = pts[:, n_interp - 1]
         moved = _norm(ends[:, self._speed_points] - here[None, self._speed_points])
-        # Under the cap, or (after the speed scale just dropped) at least not faster than the
-        # last tick, so the tool slows down at the acceleration limit instead of stopping dead.
+        # Under the (scaled) cap, or, after the speed scale just dropped, no faster than the
+        # last tick or than braking along the committed path (which the last tick checked
+        # against the full cap), so the tool slows down at the acceleration limit instead of
+        # stopping dead and braking stays a valid fallback.
         cap = self.config.tool_speed_cap() * self.config.dt
-        slow_cap = max(cap * self.speed_scale, min(self._last_moved, cap))
+        slow_cap = max(cap * self.speed_scale, min(max(self._last_moved, self._brake_moved), cap))
         ok_speed = moved.max(1) <= slow_cap + 1e-9
         # Braking from the candidate must respect the cap too: joints slowing at different rates
         # can undo a cancellation and speed the tool up, and braking is the next tick's fallback.
@@ -486,20 +627,24 @@ class SafetyGate:
             why |= Reason.WORKSPACE
         if not ok_speed.all():
             why |= Reason.TOOL_SPEED
-        return ok_space & ok_speed, why, ends
+        return ok_space & ok_speed, why, ends, depth
 
-    def _penetration(self, pts: np.ndarray) -> np.ndarray:
-        """How far [...] the worst point of each configuration [..., P, 3] is inside forbidden
-        space (below the table clearance, outside the box, inside a keep-out volume), m; 0 = safe.
+    def _depths(self, pts: np.ndarray) -> np.ndarray:
+        """How deep each point of configurations [..., P, 3] is into each limit [..., P, C], m
+        (0 = clear): the six box faces, the table clearance, then each keep-out volume.
         (Per coordinate, elementwise: numpy reduces short trailing axes slowly.)"""
         x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
         (lx, ly, lz), (hx, hy, hz) = self._box_low, self._box_high
-        worst = np.maximum.reduce([lx - x, x - hx, ly - y, y - hy, lz - z, z - hz, self._floor - z])
+        limits = [lx - x, x - hx, ly - y, y - hy, lz - z, z - hz, self._floor - z]
         for (kx, ky, kz), (jx, jy, jz) in zip(self._keep_low, self._keep_high, strict=True):
             # Depth inside a box = distance to its nearest face (negative when outside).
-            depth = np.minimum.reduce([x - kx, jx - x, y - ky, jy - y, z - kz, jz - z])
-            np.maximum(worst, depth, out=worst)
-        return np.maximum(worst, 0.0).max(-1)
+            limits.append(np.minimum.reduce([x - kx, jx - x, y - ky, jy - y, z - kz, jz - z]))
+        return np.maximum(np.stack(limits, axis=-1), 0.0)
+
+    def penetration(self, q: np.ndarray) -> np.ndarray:
+        """How deep [N] the worst check point of joint configurations ``q`` [N, 6] (rad) is in
+        forbidden space (below the table clearance, outside the box, inside a keep-out), m."""
+        return self._depths(self.kin.points(np.atleast_2d(q))).max((-2, -1))
 
     def _hold(self, reasons: Reason, t0: float) -> GateDecision:
         self._vel = np.zeros(6)
@@ -509,23 +654,17 @@ class SafetyGate:
     def _latch(self, reason: Reason, why: str) -> None:
         if not self._latched:
             self._latched, self._latch_why = reason, why
+            self._latch_brakes = False
 
-    def _commit(self, cmd, step, reasons, fraction, t0, moved=True) -> GateDecision:
+    def _commit(self, cmd, step, reasons, fraction, t0, joints=None, moved=True) -> GateDecision:
         if moved:
             self._cmd, self._vel = cmd, step
         self.seq += 1
         compute = time.perf_counter() - t0 if t0 else 0.0
         decision = GateDecision(
-            self.seq, so101.from_radians(cmd), cmd.copy(), reasons, fraction, compute
+            self.seq, so101.from_radians(cmd), cmd.copy(), reasons, fraction, compute, joints or {}
         )
-        st = self.stats
-        st.ticks += 1
-        if t0:
-            st.compute_s.append(compute)
-        if decision.intervened:
-            st.interventions += 1
-        for name in reasons.names():
-            st.by_reason[name] += 1
+        self.stats.add(decision, timed=bool(t0))
         return decision
 
 

@@ -5,14 +5,11 @@ interventions the arm will see and demos only contain commands the arm would exe
 
 from __future__ import annotations
 
-from collections import Counter
-
 import gymnasium as gym
 import numpy as np
-from lerobot.utils.constants import OBS_STATE
 
 from safety.config import SafetyConfig
-from safety.gate import SafetyGate
+from safety.gate import GateStats, SafetyGate
 
 
 class SafetyGateWrapper(gym.Wrapper):
@@ -20,19 +17,32 @@ class SafetyGateWrapper(gym.Wrapper):
 
     The gate engages on the arm's measured state at every reset (goal := present). ``info``
     gains ``"safety"``: the command sent, the reasons the gate acted and whether it intervened;
-    :attr:`episode_stats` counts the episode's interventions by reason.
+    :attr:`episode_stats` (a :class:`GateStats`) counts the episode's interventions: shaping and
+    protective, by reason and joint.
+
+    Args:
+        env: an env whose observations carry the arm's joint state in lerobot units.
+        config: the limits (default: SafetyConfig()).
+        state_key: the observation key of that state (lerobot's; safety imports neither
+            lerobot, which loads torch, nor data, which sits above it).
     """
 
-    def __init__(self, env: gym.Env, config: SafetyConfig | None = None):
+    def __init__(
+        self,
+        env: gym.Env,
+        config: SafetyConfig | None = None,
+        state_key: str = "observation.state",
+    ):
         super().__init__(env)
         self.gate = SafetyGate(config)
-        self.episode_stats = _new_stats()
+        self.state_key = state_key
+        self.episode_stats = GateStats()
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self.gate.reset()
-        self.gate.engage(obs[OBS_STATE])
-        self.episode_stats = _new_stats()
+        self.gate.engage(obs[self.state_key])
+        self.episode_stats = GateStats()
         info["safety"] = {"config_hash": self.gate.config_hash}
         return obs, info
 
@@ -41,10 +51,7 @@ class SafetyGateWrapper(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(
             decision.command.astype(np.float32)
         )
-        stats = self.episode_stats
-        stats["ticks"] += 1
-        stats["interventions"] += int(decision.intervened)
-        stats["by_reason"].update(decision.reasons.names())
+        self.episode_stats.add(decision)
         info["safety"] = {
             "command": decision.command,
             "reasons": decision.reasons.names(),
@@ -52,7 +59,3 @@ class SafetyGateWrapper(gym.Wrapper):
             "seq": decision.seq,
         }
         return obs, reward, terminated, truncated, info
-
-
-def _new_stats() -> dict:
-    return {"ticks": 0, "interventions": 0, "by_reason": Counter()}

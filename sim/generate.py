@@ -252,7 +252,7 @@ def run_expert_episode(
         if not _worker_gated_expert:
             step = env.env.step  # past the gate the policy drove through
     # The gate's interventions on the demo's commands; the policy's share is not the demo's.
-    before = env.episode_stats["interventions"] if _worker_gated_expert else 0
+    before = env.episode_stats.interventions if _worker_gated_expert else 0
     frames: dict[str, list] = {}
     info = {"success": False}
     while True:
@@ -276,7 +276,7 @@ def run_expert_episode(
         "safety": {
             "ticks": len(frames[ACTION]),
             "interventions": (
-                env.episode_stats["interventions"] - before if _worker_gated_expert else 0
+                env.episode_stats.interventions - before if _worker_gated_expert else 0
             ),
         },
     }

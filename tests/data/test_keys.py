@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from lerobot.utils import constants
 
 from data import keys
@@ -13,7 +15,8 @@ def test_keys_are_lerobots():
     assert keys.OBS_IMAGES == constants.OBS_IMAGES == "observation.images"
     assert keys.ACTION == constants.ACTION == "action"
     # The gate's env wrapper engages on the state under lerobot's own key.
-    assert gated_env.OBS_STATE == keys.OBS_STATE
+    default = inspect.signature(gated_env.SafetyGateWrapper).parameters["state_key"].default
+    assert default == keys.OBS_STATE
 
 
 def test_joint_names_are_the_safety_layers():

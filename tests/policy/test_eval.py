@@ -99,7 +99,12 @@ def _record(target, lifted, success=False, length=10, instruction=None, interven
         "safety": {
             "ticks": length,
             "interventions": interventions,
+            "shaping": interventions,
+            "protective": 0,
             "by_reason": {"STEP_LIMIT": interventions} if interventions else {},
+            "by_reason_joint": {"STEP_LIMIT": {"elbow_flex": interventions}}
+            if interventions
+            else {},
         },
     }
 
@@ -121,6 +126,12 @@ def test_report_statistics_from_episode_records():
     assert report["wrong_cube_episodes"] == 2
     assert report["safety_interventions"] == 4
     assert report["safety"]["ticks"] == 90 and report["safety"]["by_reason"] == {"STEP_LIMIT": 4}
+    assert (report["safety"]["shaping"], report["safety"]["protective"]) == (4, 0)
+    assert report["safety"]["shaping_rate"] == 4 / 90
+    assert report["safety"]["by_class"] == {
+        "shaping": {"STEP_LIMIT": {"ticks": 4, "joint": "elbow_flex", "joint_ticks": 4}},
+        "protective": {},
+    }
     assert report["language_probe"] == {
         "any_cube_lifted": 3,
         "named_cube_lifted": 1,

@@ -8,14 +8,17 @@ import json
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from lerobot.robots.so_follower import SO101FollowerConfig
 
 from real.feetech_twin.process import TwinProcess
-from real.run import ChunkQueue, RunConfig, run, warm_up
+from real.run import ChunkQueue, RunConfig, audit_row, gate_summary, run, warm_up
 from safety.check import recheck_audit_log
+from safety.gate import SafetyGate
+from safety.supervisor import Directive
 
 ROBOT_ID = "run_test"
 
@@ -29,6 +32,22 @@ def test_chunk_queue_indexes_by_tick_and_blends_a_late_chunk():
     assert 0 < first < 3  # cross-faded from the old chunk
     assert q.action(9)[0] == 3  # then the new chunk, at its own tick index (9 - 4 = 5)
     assert q.action(14) is None  # past the end
+
+
+def test_audit_rows_give_the_gate_classes_and_joints_and_the_summary_both_rates():
+    gate = SafetyGate()
+    gate.engage(np.zeros(6) + [0, 0, 0, 0, 0, 30.0])
+    request = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # gripper past its soft range
+    sent = [gate.filter(request) for _ in range(20)][-1]
+    supervisor = SimpleNamespace(directive=Directive.RUN, reasons=[])
+    row = audit_row(20, 0.66, supervisor, request, sent, None, gate.config_hash)
+    assert row["gate_class"] == ["shaping"] and "JOINT_LIMIT" in row["gate"]
+    assert row["gate_joints"]["JOINT_LIMIT"] == ["gripper"]
+    gate.filter(np.full(6, np.nan))
+    summary = gate_summary(gate)
+    assert (summary["shaping"], summary["protective"], summary["ticks"]) == (21, 1, 22)
+    assert summary["by_class"]["shaping"]["JOINT_LIMIT"]["joint"] == "gripper"
+    assert "NON_FINITE" in summary["by_class"]["protective"]
 
 
 def test_run_needs_a_robot_and_valid_options():
