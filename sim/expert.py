@@ -32,6 +32,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from safety import so101
+from safety.config import SafetyConfig, joint_limits_rad
 from sim.envs.pick_color_cube import PickColorCubeEnv
 from sim.ik import TopDownIK
 
@@ -40,6 +41,14 @@ MAX_ATTEMPTS = 3  # grasps per episode before the expert gives up
 OPEN_PCT = (35.0, 55.0)  # range of the jaws' opening on the way down (lerobot %)
 CLOSING_PCT = 25.0  # gripper below this (lerobot %) with the cube between the jaws: grasping
 ELBOW_OFFSET = np.array([0.0, 0.0, 0.0182])  # the gate's elbow point in the lower_arm frame
+# The safety gate's soft joint range (default config) in lerobot units. Demo actions stay inside
+# it: a target past it is one the gate clamps on every tick (closing the jaws to 0 % asked for
+# 4.5 % past the gripper's soft limit through every grasp), and a policy trained on such demos
+# asks for it too, so its runs showed the clamp on most ticks. Physically nothing changes on
+# the arm: the gate sends the soft limit either way, and the jaws stop on the cube long before.
+_RANGE = joint_limits_rad()
+SOFT_LOW = so101.from_radians(_RANGE[:, 0] + SafetyConfig().joint_margin_rad)
+SOFT_HIGH = so101.from_radians(_RANGE[:, 1] - SafetyConfig().joint_margin_rad)
 
 
 @dataclass(frozen=True)
@@ -486,7 +495,7 @@ class PickCubeExpert:
         out = np.r_[arm_deg, grip]
         if self.limits is not None:
             return np.clip(out, self.limits.low, self.limits.high)
-        return np.clip(out, so101.ACTION_LOW, so101.ACTION_HIGH)
+        return np.clip(out, SOFT_LOW, SOFT_HIGH)
 
     def _gripper_command(self) -> float:
         """The gripper target in %: the jaw's goal, reached by a speed- and acceleration-limited

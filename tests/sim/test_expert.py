@@ -15,7 +15,7 @@ from data.keys import OBS_STATE
 from safety import so101
 from safety.gated_env import SafetyGateWrapper
 from sim.envs.pick_color_cube import COLORS
-from sim.expert import PickCubeExpert
+from sim.expert import SOFT_LOW, PickCubeExpert
 from sim.generate import expert_motion_limits
 
 TASK = "PickColorCube-v1"
@@ -166,7 +166,8 @@ def test_staged_miss_shows_a_second_grasp(env):
     assert expert.staged() == ["miss"]
     moved = np.hypot(*(env.unwrapped.cube_positions()[info["target"]][:2] - start[:2]))
     assert moved > 0.025  # grasped where it was pushed to
-    closes = np.flatnonzero(np.diff((np.array(grips) < 1.0).astype(int)) == 1)
+    closed = np.array(grips) <= SOFT_LOW[5] + 1e-9  # the jaws commanded shut
+    closes = np.flatnonzero(np.diff(closed.astype(int)) == 1)
     assert len(closes) == 2, "the jaws should close twice: the miss and the grasp"
 
 
@@ -197,7 +198,8 @@ def test_staged_landing_shows_the_expert_rising_off_the_cube(env):
     assert expert.staged() == ["landing"]
     assert checks == [True, False], "one descent refused (jaw on the cube), the next one closes"
     assert expert._attempts == 1
-    closes = np.flatnonzero(np.diff((np.array(grips) < 1.0).astype(int)) == 1)
+    closed = np.array(grips) <= SOFT_LOW[5] + 1e-9  # the jaws commanded shut
+    closes = np.flatnonzero(np.diff(closed.astype(int)) == 1)
     assert len(closes) == 1, "the jaws close only once, on the cube, not on top of it"
     # Down, back up by more than half the approach height, down again, then the lift.
     z = np.array(heights)
@@ -300,7 +302,7 @@ def test_taking_over_a_centred_descent_carries_on_down(env, seed):
     """DAgger labels: where the policy is on course the expert goes on, it does not start over."""
     success, z, grips, at = _drive_then_take_over(env, seed, _above_cube(0.03))
     assert success
-    closes = np.flatnonzero(np.diff((grips < 1.0).astype(int)) == 1)
+    closes = np.flatnonzero(np.diff((grips <= SOFT_LOW[5] + 1e-9).astype(int)) == 1)
     assert len(closes) == 1
     assert z[: closes[0]].max() - at < 0.005, "the expert rose back to its approach height"
 
@@ -313,7 +315,7 @@ def test_taking_over_jaws_on_the_cube_rises_a_little_and_aligns(env):
         env, 3, lambda u: probe._jaw_on_target(), landing_prob=1.0
     )
     assert success
-    closes = np.flatnonzero(np.diff((grips < 1.0).astype(int)) == 1)
+    closes = np.flatnonzero(np.diff((grips <= SOFT_LOW[5] + 1e-9).astype(int)) == 1)
     assert len(closes) == 1
     assert 0.008 < z[: closes[0]].max() - at < 0.03
 
@@ -324,10 +326,10 @@ def test_taking_over_a_held_cube_lifts_it_without_opening(env):
 
     success, _, grips, _ = _drive_then_take_over(env, 2, held)
     assert success
-    assert grips.max() < 1.0, "the jaws opened and dropped the cube"
+    assert grips.max() <= SOFT_LOW[5] + 1e-9, "the jaws opened and dropped the cube"
 
 
 def test_taking_over_at_the_start_is_an_ordinary_demo(env):
     success, _, grips, _ = _drive_then_take_over(env, 4, lambda u: True)
     assert success
-    assert np.count_nonzero(np.diff((grips < 1.0).astype(int)) == 1) == 1
+    assert np.count_nonzero(np.diff((grips <= SOFT_LOW[5] + 1e-9).astype(int)) == 1) == 1
