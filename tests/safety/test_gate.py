@@ -443,6 +443,9 @@ tick = st.one_of(
     st.tuples(st.just("late"), st.floats(0.04, 2.0)),
     st.tuples(st.just("future"), st.floats(0.01, 5.0)),
     st.tuples(st.just("slow"), st.floats(0.1, 1.0)),
+    # A lerobot action dict missing motors, and radians sent where degrees belong.
+    st.tuples(st.just("partial_dict"), st.sets(st.sampled_from(SO101_MOTOR_FEATURES), max_size=5)),
+    st.tuples(st.just("radians"), st.none()),
 )
 
 
@@ -463,6 +466,10 @@ def play(gate: SafetyGate, start: np.ndarray, ticks) -> tuple[np.ndarray, np.nda
             action = target
         elif kind == "non_finite":
             action = np.where(np.isfinite(arg), target, arg)
+        elif kind == "partial_dict":
+            action = {k: float(target[SO101_MOTOR_FEATURES.index(k)]) for k in arg}
+        elif kind == "radians":
+            action = np.deg2rad(target)
         elif kind == "late":
             now += arg
             action = target
