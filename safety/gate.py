@@ -289,6 +289,15 @@ class SafetyGate:
             ]
         )
         self._speed_points = np.array([POINT_NAMES.index("tool"), POINT_NAMES.index("elbow")])
+        self._n_interp = cfg.interpolation_points + 1  # checked points per tick, end included
+        self._fractions = np.arange(1, self._n_interp + 1) / self._n_interp
+        self._k_acc = np.arange(1, 65)[:, None] * self._acc  # [64, 6]: k ticks of braking
+        self._inv_acc = 1.0 / self._acc
+        self._tick_cap = cfg.tool_speed_cap() * cfg.dt  # m per tick
+        self._grid = np.arange(8) / 8  # the blend search's candidates, 0 to 7/8, ...
+        self._fine = np.arange(1, 4) / 32  # ... then 1/32 to 3/32 above the best
+        self._last_best: int | None = None  # the grid point the last search chose
+        self._weights: dict[tuple[int, bool], np.ndarray] = {}  # _path_weights' cache
         self.stats = GateStats()
         self.seq = 0
         self._cmd: np.ndarray | None = None  # last command sent (rad)
@@ -316,7 +325,7 @@ class SafetyGate:
         self._cmd = q
         self._here_points = self.kin.points(q)  # FK of the command, cached between ticks
         # Engaged inside forbidden space: no point may get deeper into any limit than now.
-        self._allowance = self._depths(self._here_points)
+        self._set_allowance(self._depths(self._here_points))
         self._last_moved = 0.0  # how far the tool/elbow moved last tick (m)
         self._vel = np.zeros(6)
         self._ramp = True
@@ -485,8 +494,8 @@ class SafetyGate:
         if here is None:
             here = self._here_points = self.kin.points(cmd)
 
-        def check(steps, chords=False):
-            return self._check(cmd, steps, here, chords)
+        def check(steps, chords=False, reasons_of=None):
+            return self._check(cmd, steps, here, chords, reasons_of)
 
         self._brake_moved = 0.0
         if self.speed_scale < 1.0:  # see the slowed cap in _check
@@ -497,14 +506,16 @@ class SafetyGate:
         if ok[0]:
             return self._commit_path(full, 1.0, Reason.NONE, ends[0], depth[0])
         # The search checks the braking path at its tick ends only (a fraction of the FK); the
-        # step it picks must pass with the braking chords too, else it searches again with them
-        # (rare: near a wall at speed).
-        step, s, why_search, end, _ = self._search(check, full, brake)
+        # step it picks must pass with the braking chords too (the slide's last check already
+        # includes them), else it searches again with them (rare: near a wall at speed).
+        step, s, why_search, end, depth, chorded = self._search(check, full, brake)
+        if chorded:
+            return self._commit_path(step, s, why | why_search, end, depth)
         if not why_search & Reason.ACCEL_OVERRIDE:
             ok, _, ends, depth = check(step[None], chords=True)
             if ok[0]:
                 return self._commit_path(step, s, why | why_search, ends[0], depth[0])
-        step, s, why_search, end, depth = self._search(partial(check, chords=True), full, brake)
+        step, s, why_search, end, depth, _ = self._search(partial(check, chords=True), full, brake)
         return self._commit_path(step, s, why | why_search, end, depth)
 
     def _commit_path(self, step, s, why, end, depth):
@@ -512,62 +523,89 @@ class SafetyGate:
         the allowance shrinks to the depths it reaches, so braking along it stays allowed next
         tick and nothing gets deeper later. A harder-than-allowed stop keeps the allowance."""
         if depth is not None:
-            self._allowance = np.minimum(self._allowance, depth)
+            self._set_allowance(np.minimum(self._allowance, depth))
         return step, s, why, end
+
+    def _set_allowance(self, depth: np.ndarray) -> None:
+        self._allowance = depth  # [P, C]
+        self._allowed = depth.reshape(-1) + 1e-9  # what _check compares a path's depths with
 
     def _search(self, check, full: np.ndarray, brake: np.ndarray):
         """The blend search of ``_cartesian`` with the candidate check ``check(steps)``.
-        Returns (step, s, reasons, end points, path depths or None for a forced stop)."""
-        grid = np.linspace(0.0, 1.0, 9)[:-1]  # 0, 1/8, ..., 7/8
-        steps = brake[None] + grid[:, None] * (full - brake)[None]
-        ok, why, ends, depths = check(steps)
-        if ok.any():
-            best = int(np.flatnonzero(ok).max())
-            fine = grid[best] + np.linspace(0.0, 1.0 / 8, 5)[1:-1]  # refine inside the gap
-            fine_steps = brake[None] + fine[:, None] * (full - brake)[None]
-            ok_fine, _, fine_ends, fine_depths = check(fine_steps)
+        Returns (step, s, reasons, end points, path depths or None for a forced stop, whether
+        the step was checked with the braking chords)."""
+        # The fine candidates above the grid point the last search chose go into the same call:
+        # the arm is usually cut back for several ticks in a row, and a check's cost is mostly
+        # per call, not per candidate. Only the grid's failures give the reasons, as before.
+        n, guess = len(self._grid), self._last_best
+        blends = self._grid if guess is None else np.r_[self._grid, self._grid[guess] + self._fine]
+        steps = brake[None] + blends[:, None] * (full - brake)[None]
+        ok, why, ends, depths = check(steps, reasons_of=n)
+        if ok[:n].any():
+            best = int(np.flatnonzero(ok[:n]).max())
+            self._last_best = best
+            fine = self._grid[best] + self._fine  # refine inside the gap above it
+            if best == guess:
+                fine_steps, ok_fine, fine_ends, fine_depths = (
+                    steps[n:],
+                    ok[n:],
+                    ends[n:],
+                    depths[n:],
+                )
+            else:
+                fine_steps = brake[None] + fine[:, None] * (full - brake)[None]
+                ok_fine, _, fine_ends, fine_depths = check(fine_steps)
             if ok_fine.any():
                 i = int(np.flatnonzero(ok_fine).max())
                 found = fine_steps[i], fine_ends[i], fine_depths[i]
                 s = float(fine[i])
             else:
-                found, s = (steps[best], ends[best], depths[best]), float(grid[best])
-            step, end, depth = self._slide(check, full, *found)
-            return step, s, why, end, depth
+                found, s = (steps[best], ends[best], depths[best]), float(self._grid[best])
+            step, end, depth, chorded = self._slide(check, full, *found)
+            return step, s, why, end, depth, chorded
         # Even braking fails (FK is non-convex here, or a broken caller): stop harder than the
         # acceleration limit, down to a hold.
         shrink = np.array([0.75, 0.5, 0.25])
         ok, _, ends, _ = check(shrink[:, None] * brake[None])
         if ok.any():
             i = int(np.flatnonzero(ok).min())
-            return shrink[i] * brake, 0.0, why | Reason.ACCEL_OVERRIDE, ends[i], None
+            return shrink[i] * brake, 0.0, why | Reason.ACCEL_OVERRIDE, ends[i], None, False
         hold = why | Reason.ACCEL_OVERRIDE | Reason.HOLD
-        return np.zeros(6), 0.0, hold, self._here_points, None
+        return np.zeros(6), 0.0, hold, self._here_points, None, False
 
     def _slide(self, check, full, step, end, depth):
         """The blend scales every joint alike, so one blocked direction (the jaws on the table
         plane, the tool at the box wall) would stop joints whose own motion is safe, down to a
         dead hold: jaws resting on the table could never close. Each joint that still lags
         its full step takes that step if the result passes every check; all of them together
-        if that passes too, else the one that gains the most. Returns (step [6], points,
-        path depths)."""
+        if that passes too, else the one that gains the most. These checks include the braking
+        chords (the chosen step needs them anyway), and all lagging joints together are
+        checked in the same call as each alone. Returns (step [6], points, path depths, whether
+        the step was checked with the braking chords)."""
         lag = np.flatnonzero(np.abs(full - step) > 1e-9)
         if len(lag) == 0:
-            return step, end, depth
-        singles = np.repeat(step[None], len(lag), axis=0)
-        singles[np.arange(len(lag)), lag] = full[lag]
-        ok, _, ends, depths = check(singles)
+            return step, end, depth, False
+        n = len(lag)
+        rows = np.repeat(step[None], n + 1, axis=0)  # each lagging joint alone, then all
+        rows[np.arange(n), lag] = full[lag]
+        rows[n, lag] = full[lag]
+        ok_rows, _, ends, depths = check(rows, chords=True)
+        ok = ok_rows[:n]
         if not ok.any():
-            return step, end, depth
+            return step, end, depth, False
         if ok.sum() > 1:
-            union = step.copy()
-            union[lag[ok]] = full[lag[ok]]
-            ok_union, _, ends_union, depths_union = check(union[None])
-            if ok_union[0]:
-                return union, ends_union[0], depths_union[0]
+            if ok.all():
+                if ok_rows[n]:
+                    return rows[n], ends[n], depths[n], True
+            else:
+                union = step.copy()
+                union[lag[ok]] = full[lag[ok]]
+                ok_union, _, ends_union, depths_union = check(union[None], chords=True)
+                if ok_union[0]:
+                    return union, ends_union[0], depths_union[0], True
         gain = np.where(ok, np.abs(full - step)[lag] / np.maximum(self._step[lag], _EPS), -1.0)
         i = int(np.argmax(gain))
-        return singles[i], ends[i], depths[i]
+        return rows[i], ends[i], depths[i], True
 
     def _check(
         self,
@@ -575,6 +613,7 @@ class SafetyGate:
         steps: np.ndarray,
         here: np.ndarray,
         chords: bool = True,
+        reasons_of: int | None = None,
     ):
         """For candidate steps [M, 6]: (ok [M], reasons, endpoint check points [M, P, 3], the
         deepest each point gets into each limit along the path [M, P, C]).
@@ -584,62 +623,84 @@ class SafetyGate:
         With ``chords`` each braking tick is checked the way that tick will be (at its
         interpolated points too): braking at the acceleration limit is the next tick's
         fallback, and a path whose tick ends pass but whose chords cut a wall would leave only
-        a stop harder than the acceleration limit. Without, only the tick ends are checked."""
-        n_interp = self.config.interpolation_points + 1
-        fractions = np.arange(1, n_interp + 1) / n_interp
-        between = fractions if chords else fractions[-1:]
+        a stop harder than the acceleration limit. Without, only the tick ends are checked.
+        ``reasons_of``: only the first that many candidates' failures give the reasons."""
+        n_interp = self._n_interp
+        between = n_interp if chords else 1  # checked points per braking tick
+        m = len(steps)
         # Braking from the step at the acceleration limit: tick k's step is |v| - k acc per
         # joint until it reaches 0, for as many ticks as the fastest joint needs.
-        ratio = np.nan_to_num(np.abs(steps) / self._acc, nan=64.0, posinf=64.0)  # a broken caller
-        ticks = min(max(int(np.ceil(ratio.max(initial=0.0))) - 1, 0), 64)
-        k_acc = np.arange(1, ticks + 1)[None, :, None] * self._acc
-        brakes = np.sign(steps)[:, None] * np.maximum(np.abs(steps)[:, None] - k_acc, 0.0)
-        starts = (cmd + steps)[:, None] + np.cumsum(brakes, axis=1) - brakes  # [M, B, 6]
-        q = np.concatenate(
-            [
-                cmd + fractions[None, :, None] * steps[:, None],  # [M, K, 6] up to the end
-                (starts[:, :, None] + between[:, None] * brakes[:, :, None]).reshape(
-                    len(steps), -1, 6
-                ),  # [M, B * len(between), 6]: each braking tick
-            ],
-            axis=1,
-        )
-        m, k = q.shape[:2]
+        speed = np.abs(steps)
+        top = float((speed * self._inv_acc).max())
+        top = top if math.isfinite(top) else 64.0  # a broken caller
+        ticks = min(max(math.ceil(top) - 1, 0), 64)
+        # The step and its braking steps [M, 1 + B, 6]; every checked configuration is the
+        # command plus a fixed combination of them (see _path_weights).
+        moves = np.empty((m, 1 + ticks, 6))
+        moves[:, 0] = steps
+        np.maximum(speed[:, None] - self._k_acc[:ticks], 0.0, out=moves[:, 1:])
+        moves[:, 1:] *= np.sign(steps)[:, None]
+        q = self._path_weights(ticks, chords) @ moves
+        q += cmd
+        k = q.shape[1]
         pts = self.kin.points(q.reshape(-1, 6)).reshape(m, k, len(POINT_NAMES), 3)
-        depth = self._depths(pts).max(1)  # [M, P, C]
-        ok_space = np.all(depth <= self._allowance + 1e-9, axis=(1, 2))
+        depth = self._depths(pts, along=1)  # [M, P, C]
+        ok_space = (depth.reshape(m, -1) <= self._allowed).all(1)
         ends = pts[:, n_interp - 1]
-        moved = _norm(ends[:, self._speed_points] - here[None, self._speed_points])
+        moved = _norm2(ends[:, self._speed_points] - here[self._speed_points])
         # Under the (scaled) cap, or, after the speed scale just dropped, no faster than the
         # last tick or than braking along the committed path (which the last tick checked
         # against the full cap), so the tool slows down at the acceleration limit instead of
         # stopping dead and braking stays a valid fallback.
-        cap = self.config.tool_speed_cap() * self.config.dt
+        cap = self._tick_cap
         slow_cap = max(cap * self.speed_scale, min(max(self._last_moved, self._brake_moved), cap))
-        ok_speed = moved.max(1) <= slow_cap + 1e-9
+        ok_speed = moved.max(1) <= (slow_cap + 1e-9) ** 2  # squared distances
         # Braking from the candidate must respect the cap too: joints slowing at different rates
         # can undo a cancellation and speed the tool up, and braking is the next tick's fallback.
-        path = pts[:, n_interp - 1 :: len(between), self._speed_points]  # the tick ends
-        if path.shape[1] > 1:
-            ok_speed &= _norm(np.diff(path, axis=1)).max((1, 2)) <= cap + 1e-9
+        if ticks:
+            path = pts[:, n_interp - 1 :: between, self._speed_points]  # the tick ends
+            ok_speed &= _norm2(np.diff(path, axis=1)).max((1, 2)) <= (cap + 1e-9) ** 2
         why = Reason.NONE
-        if not ok_space.all():
+        if not ok_space[:reasons_of].all():
             why |= Reason.WORKSPACE
-        if not ok_speed.all():
+        if not ok_speed[:reasons_of].all():
             why |= Reason.TOOL_SPEED
         return ok_space & ok_speed, why, ends, depth
 
-    def _depths(self, pts: np.ndarray) -> np.ndarray:
+    def _path_weights(self, ticks: int, chords: bool) -> np.ndarray:
+        """[K, 1 + ticks]: the checked configurations of a path as combinations of its step and
+        braking steps (added to the command): the step's interpolated points and end, then
+        each braking tick's end (with ``chords``, its interpolated points too) from where the
+        one before it ended. Cached per (ticks, chords)."""
+        key = (ticks, chords)
+        if key not in self._weights:
+            fractions = self._fractions
+            between = fractions if chords else fractions[-1:]
+            n, per = len(fractions), len(between)
+            w = np.zeros((n + ticks * per, 1 + ticks))
+            w[:n, 0] = fractions
+            for b in range(1, ticks + 1):
+                rows = slice(n + (b - 1) * per, n + b * per)
+                w[rows, :b] = 1.0  # the step and the braking ticks before this one
+                w[rows, b] = between
+            self._weights[key] = w
+        return self._weights[key]
+
+    def _depths(self, pts: np.ndarray, along: int | None = None) -> np.ndarray:
         """How deep each point of configurations [..., P, 3] is into each limit [..., P, C], m
-        (0 = clear): the six box faces, the table clearance, then each keep-out volume.
-        (Per coordinate, elementwise: numpy reduces short trailing axes slowly.)"""
-        x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
-        (lx, ly, lz), (hx, hy, hz) = self._box_low, self._box_high
-        limits = [lx - x, x - hx, ly - y, y - hy, lz - z, z - hz, self._floor - z]
-        for (kx, ky, kz), (jx, jy, jz) in zip(self._keep_low, self._keep_high, strict=True):
-            # Depth inside a box = distance to its nearest face (negative when outside).
-            limits.append(np.minimum.reduce([x - kx, jx - x, y - ky, jy - y, z - kz, jz - z]))
-        return np.maximum(np.stack(limits, axis=-1), 0.0)
+        (0 = clear): below the box's low faces (x, y, z), past its high faces, under the table
+        clearance, then inside each keep-out volume. With ``along``, the deepest over that axis
+        of ``pts`` (a path), which drops from the result."""
+        # Deepest into a face is where the coordinate is smallest (or largest) along the path.
+        lo, hi = (pts, pts) if along is None else (pts.min(along), pts.max(along))
+        limits = [self._box_low - lo, hi - self._box_high, (self._floor - lo[..., 2])[..., None]]
+        for low, high in zip(self._keep_low, self._keep_high, strict=True):
+            # Depth inside a box = distance to its nearest face (negative when outside). The
+            # three coordinates are reduced one by one: numpy reduces short axes slowly.
+            d = np.minimum(pts - low, high - pts)
+            inside = np.minimum(np.minimum(d[..., 0], d[..., 1]), d[..., 2])
+            limits.append((inside if along is None else inside.max(along))[..., None])
+        return np.maximum(np.concatenate(limits, axis=-1), 0.0)
 
     def penetration(self, q: np.ndarray) -> np.ndarray:
         """How deep [N] the worst check point of joint configurations ``q`` [N, 6] (rad) is in
@@ -671,6 +732,11 @@ class SafetyGate:
 def _norm(v: np.ndarray) -> np.ndarray:
     """Euclidean norm over the last axis (np.linalg.norm's axis handling costs more here)."""
     return np.sqrt(np.einsum("...i,...i->...", v, v))
+
+
+def _norm2(v: np.ndarray) -> np.ndarray:
+    """Squared Euclidean norm over the last axis."""
+    return np.einsum("...i,...i->...", v, v)
 
 
 def _stop_speed(distance: np.ndarray, acc: np.ndarray) -> np.ndarray:

@@ -104,7 +104,7 @@ class ArmKinematics:
             self._b[i, :3, :3] = link.rot @ link.cross
             self._c[i, :3, :3] = link.rot @ link.cross2
         self._joints = np.array([link.joint for link in self.links])
-        self._offsets_h = np.array([np.append(o, 1.0) for o in self._point_offset])[:, :, None]
+        self._offsets = np.array([np.append(o, 1.0) for o in self._point_offset])  # [P, 4]
 
     def points(self, q: np.ndarray) -> np.ndarray:
         """Check-point positions for joint angles ``q`` [N, 6] (rad) -> [N, P, 3] (m), P points in
@@ -116,5 +116,5 @@ class ArmKinematics:
         for i, link in enumerate(self.links):
             if link.parent >= 0:
                 t[:, i] = t[:, link.parent] @ t[:, i]  # now in the world frame
-        out = (t[:, self._point_link, :3] @ self._offsets_h)[..., 0]  # [N, P, 3]
+        out = np.einsum("nlij,lj->nli", t[:, self._point_link, :3], self._offsets)  # [N, P, 3]
         return out[0] if single else out

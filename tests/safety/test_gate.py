@@ -591,8 +591,11 @@ def test_self_check_passes_every_command_of_a_sound_gate():
 class NoTableGate(SafetyGate):
     """A broken gate: its Cartesian check sees no table, box or keep-out."""
 
-    def _depths(self, pts):
-        return np.zeros((*pts.shape[:-1], 7 + len(self.config.keep_out)))
+    def _depths(self, pts, along=None):
+        shape = list(pts.shape[:-1])
+        if along is not None:
+            del shape[along]
+        return np.zeros((*shape, 7 + len(self.config.keep_out)))
 
 
 @pytest.mark.parametrize("broken", [DoubleStepGate, NoTableGate])
