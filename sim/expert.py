@@ -49,14 +49,6 @@ ELBOW_OFFSET = np.array([0.0, 0.0, 0.0182])  # the gate's elbow point in the low
 _RANGE = joint_limits_rad()
 SOFT_LOW = so101.from_radians(_RANGE[:, 0] + SafetyConfig().joint_margin_rad)
 SOFT_HIGH = so101.from_radians(_RANGE[:, 1] - SafetyConfig().joint_margin_rad)
-# Demos keep off those edges by more than a policy's scatter around them: a policy trained on
-# jaws commanded shut at exactly the soft limit asked for a few tenths past it on a third of its
-# ticks. Shut is 5 % inside it (the jaws stop on a cube near 20 % either way), and the grasp
-# point sits 8 mm higher than the cube centre + grasp_dz, since closing jaws swing their tips
-# about 3 mm down: the tips stay >= 3.5 mm above the table instead of 3 mm into the gate's
-# table plane (the closing policy hit WORKSPACE on 8 % of its ticks).
-GRIP_SHUT_PCT = float(SOFT_LOW[5]) + 5.0
-TIP_LIFT_M = 0.008
 
 
 @dataclass(frozen=True)
@@ -179,9 +171,9 @@ class PickCubeExpert:
         around = self._holding_target()
         grip = so101.from_radians(env.arm_qpos())[5]
         if around and env.cube_lifts()[env.target] > 0.01:
-            self._gripper_pct, self._phase = GRIP_SHUT_PCT, 2
+            self._gripper_pct, self._phase = 0.0, 2
         elif around and grip < CLOSING_PCT:
-            self._gripper_pct, self._phase = GRIP_SHUT_PCT, 1
+            self._gripper_pct, self._phase = 0.0, 1
         else:
             self._from_grasp, self._from_on_top = grasp, self._jaw_on_target()
             if self.variation:  # keep the opening the jaws have, where a demo's could be
@@ -211,7 +203,9 @@ class PickCubeExpert:
         target_xy = cube[:2] + p["offset"]
         yaw = self._grasp_yaw(cube, env.cube_yaws()[env.target])
         q_now = self._last_q if self._last_q is not None else env.arm_qpos()
-        grasp_z = cube[2] + p["grasp_dz"] + TIP_LIFT_M
+        grasp_z = cube[2] + p["grasp_dz"]
+        if self.limits is not None:  # closing jaws swing their tips ~3 mm down: keep off the table
+            grasp_z += 0.005
 
         if self._phase == 0:  # above the cube, then straight down, in one unbroken motion
             self._gripper_pct = p["open_pct"]
@@ -244,7 +238,7 @@ class PickCubeExpert:
             if checks and self._attempts < MAX_ATTEMPTS - 1 and self._misaligned():
                 self._open_and_rise(q_now)  # a jaw sits on the cube: rise and align again
                 return
-            self._gripper_pct = GRIP_SHUT_PCT
+            self._gripper_pct = 0.0
             if self._close_ticks == 0 and self._stage_miss and self._attempts == 0:
                 self._push_target_out_of_the_jaws()
             self._close_ticks += 1

@@ -15,7 +15,7 @@ from data.keys import OBS_STATE
 from safety import so101
 from safety.gated_env import SafetyGateWrapper
 from sim.envs.pick_color_cube import COLORS
-from sim.expert import GRIP_SHUT_PCT, PickCubeExpert
+from sim.expert import SOFT_LOW, PickCubeExpert
 from sim.generate import expert_motion_limits
 
 TASK = "PickColorCube-v1"
@@ -117,37 +117,7 @@ def test_expert_under_limits_ramps_the_gripper(env):
     pct_per_deg = 100.0 / np.rad2deg(so101.GRIPPER_OPEN_RAD - so101.GRIPPER_CLOSED_RAD)
     assert np.abs(np.diff(grip)).max() <= limits.step[5] * pct_per_deg + 1e-6
     assert grip.min() >= limits.low[5] - 1e-9
-    assert np.isclose(grip.min(), GRIP_SHUT_PCT)  # shut, a margin inside the gate's soft end
-
-
-@pytest.mark.parametrize("seed", [3, 4])
-def test_demo_commands_keep_clear_of_the_gates_edges(gated_env, seed):
-    """A policy scatters around its demos' commands: commands at a gate edge become a policy
-    past it on every other tick. The jaws shut 5 % inside the soft limit, the fingertips of every
-    commanded pose stay >= 3 mm above the table, and the gate never acts on the table or range."""
-    env = gated_env
-    obs, _ = env.reset(seed=seed)
-    expert = PickCubeExpert(env.unwrapped, seed=seed)
-    kin, tips = (
-        env.gate.kin,
-        [env.gate.kin.point_names.index(p) for p in ("fixed_tip", "moving_tip")],
-    )
-    lowest, reasons, grips = np.inf, set(), []
-    for _ in range(MAX_STEPS):
-        action = expert.act(obs)
-        points = kin.points(so101.to_radians(np.asarray(action, dtype=float)))
-        lowest = min(lowest, points[tips, 2].min())
-        grips.append(action[5])
-        obs, _, terminated, truncated, info = env.step(action)
-        reasons.update(info["safety"]["reasons"])
-        if terminated or truncated:
-            break
-    assert info["success"]
-    assert min(grips) == pytest.approx(GRIP_SHUT_PCT)
-    margin = GRIP_SHUT_PCT - expert_motion_limits().low[5]  # inside the gate's soft end
-    assert margin == pytest.approx(5.0)
-    assert lowest > 0.003, f"a fingertip commanded {lowest * 1000:.1f} mm above the table"
-    assert not reasons & {"WORKSPACE", "JOINT_LIMIT"}, reasons
+    assert np.isclose(grip.min(), limits.low[5])  # closed as far as the gate allows
 
 
 @pytest.mark.slow
@@ -195,8 +165,8 @@ def test_staged_miss_shows_a_second_grasp(env):
     assert expert._attempts == 1
     assert expert.staged() == ["miss"]
     moved = np.hypot(*(env.unwrapped.cube_positions()[info["target"]][:2] - start[:2]))
-    assert moved > 0.02  # grasped where it was pushed to (3-4.5 cm away), not where it was
-    closed = np.array(grips) <= GRIP_SHUT_PCT + 1e-9  # the jaws commanded shut
+    assert moved > 0.025  # grasped where it was pushed to
+    closed = np.array(grips) <= SOFT_LOW[5] + 1e-9  # the jaws commanded shut
     closes = np.flatnonzero(np.diff(closed.astype(int)) == 1)
     assert len(closes) == 2, "the jaws should close twice: the miss and the grasp"
 
@@ -228,7 +198,7 @@ def test_staged_landing_shows_the_expert_rising_off_the_cube(env):
     assert expert.staged() == ["landing"]
     assert checks == [True, False], "one descent refused (jaw on the cube), the next one closes"
     assert expert._attempts == 1
-    closed = np.array(grips) <= GRIP_SHUT_PCT + 1e-9  # the jaws commanded shut
+    closed = np.array(grips) <= SOFT_LOW[5] + 1e-9  # the jaws commanded shut
     closes = np.flatnonzero(np.diff(closed.astype(int)) == 1)
     assert len(closes) == 1, "the jaws close only once, on the cube, not on top of it"
     # Down, back up by more than half the approach height, down again, then the lift.
@@ -332,7 +302,7 @@ def test_taking_over_a_centred_descent_carries_on_down(env, seed):
     """DAgger labels: where the policy is on course the expert goes on, it does not start over."""
     success, z, grips, at = _drive_then_take_over(env, seed, _above_cube(0.03))
     assert success
-    closes = np.flatnonzero(np.diff((grips <= GRIP_SHUT_PCT + 1e-9).astype(int)) == 1)
+    closes = np.flatnonzero(np.diff((grips <= SOFT_LOW[5] + 1e-9).astype(int)) == 1)
     assert len(closes) == 1
     assert z[: closes[0]].max() - at < 0.005, "the expert rose back to its approach height"
 
@@ -345,7 +315,7 @@ def test_taking_over_jaws_on_the_cube_rises_a_little_and_aligns(env):
         env, 3, lambda u: probe._jaw_on_target(), landing_prob=1.0
     )
     assert success
-    closes = np.flatnonzero(np.diff((grips <= GRIP_SHUT_PCT + 1e-9).astype(int)) == 1)
+    closes = np.flatnonzero(np.diff((grips <= SOFT_LOW[5] + 1e-9).astype(int)) == 1)
     assert len(closes) == 1
     assert 0.008 < z[: closes[0]].max() - at < 0.03
 
@@ -356,10 +326,10 @@ def test_taking_over_a_held_cube_lifts_it_without_opening(env):
 
     success, _, grips, _ = _drive_then_take_over(env, 2, held)
     assert success
-    assert grips.max() <= GRIP_SHUT_PCT + 1e-9, "the jaws opened and dropped the cube"
+    assert grips.max() <= SOFT_LOW[5] + 1e-9, "the jaws opened and dropped the cube"
 
 
 def test_taking_over_at_the_start_is_an_ordinary_demo(env):
     success, _, grips, _ = _drive_then_take_over(env, 4, lambda u: True)
     assert success
-    assert np.count_nonzero(np.diff((grips <= GRIP_SHUT_PCT + 1e-9).astype(int)) == 1) == 1
+    assert np.count_nonzero(np.diff((grips <= SOFT_LOW[5] + 1e-9).astype(int)) == 1) == 1
