@@ -52,6 +52,46 @@ def _open_meta(root: Path):
     return LeRobotDatasetMetadata(repo_id, root=root)
 
 
+def _check_cameras(root: Path, meta, cameras: tuple[str, ...]) -> None:
+    missing = [c for c in cameras if image_key(c) not in meta.features]
+    if missing:
+        raise ValueError(
+            f"dataset {root} has no camera(s) {missing}; it has "
+            f"{[k.split('.')[-1] for k in meta.video_keys]} (set --policy.cameras accordingly)"
+        )
+
+
+def check_mixture(roots: list[Path], cameras: tuple[str, ...]) -> None:
+    """Fails before any video is decoded if the datasets of a mixture cannot train together:
+    each must exist, have the policy's cameras, and agree with the first dataset on the frame
+    rate and on the shape and joint names of ``observation.state`` and ``action``. The error
+    names the dataset and the feature."""
+    first, first_meta = None, None
+    for root in roots:
+        meta = _open_meta(root)
+        _check_cameras(root, meta, cameras)
+        if first_meta is None:
+            first, first_meta = root, meta
+            continue
+        if meta.fps != first_meta.fps:
+            raise ValueError(
+                f"dataset {root} is recorded at {meta.fps} fps but {first} at "
+                f"{first_meta.fps} fps; a mixture needs one frame rate (re-record it, or drop it "
+                "from --data.roots)"
+            )
+        for key in (OBS_STATE, ACTION):
+            if key not in meta.features:
+                raise ValueError(f"dataset {root} has no feature {key!r}; it cannot be trained on")
+            want, got = first_meta.features[key], meta.features[key]
+            if tuple(got["shape"]) != tuple(want["shape"]) or got.get("names") != want.get("names"):
+                raise ValueError(
+                    f"dataset {root}: feature {key!r} has shape {tuple(got['shape'])} and names "
+                    f"{got.get('names')}, but {first} has {tuple(want['shape'])} and "
+                    f"{want.get('names')}; every dataset of a mixture needs the same joints in "
+                    "the same order (drop it from --data.roots, or convert it)"
+                )
+
+
 def _decode_video(path: Path) -> np.ndarray:
     import av
 
@@ -80,12 +120,7 @@ def load_dataset(
 ) -> LoadedDataset:
     """Decodes a LeRobotDataset v3 into memory at ``image_size``."""
     meta = _open_meta(root)
-    missing = [c for c in cameras if image_key(c) not in meta.features]
-    if missing:
-        raise ValueError(
-            f"dataset {root} has no camera(s) {missing}; it has "
-            f"{[k.split('.')[-1] for k in meta.video_keys]} (set --policy.cameras accordingly)"
-        )
+    _check_cameras(root, meta, cameras)
     import datasets as hf_datasets
 
     table = hf_datasets.load_dataset(

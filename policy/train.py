@@ -125,11 +125,12 @@ def train(cfg: TrainConfig) -> Path:
     from tqdm import tqdm
 
     from policy.checkpoint import build_policy
-    from policy.data import MixtureSampler, load_dataset
+    from policy.data import MixtureSampler, check_mixture, load_dataset
     from policy.model import count_parameters
     from policy.train_state import load_training_state
 
     policy_cfg = resolve_policy_config(cfg)
+    check_mixture(cfg.data.roots, policy_cfg.cameras)  # before any output or decoding
     ckpt_dir = cfg.out / "checkpoints"
     _prepare_out(cfg, ckpt_dir)
     if cfg.threads:

@@ -18,7 +18,7 @@ from data.dataset import SOURCE, so101_features
 from data.keys import ACTION, OBS_STATE, TASK
 from policy.checkpoint import load_policy
 from policy.cli import main as cli_main
-from policy.data import MixtureSampler, load_dataset
+from policy.data import MixtureSampler, check_mixture, load_dataset
 from policy.eval import EvalConfig, evaluate
 from policy.normalize import INSTRUCTION
 from policy.train import DataConfig, TrainConfig, train
@@ -33,14 +33,15 @@ def sim_dataset(tmp_path_factory) -> Path:
     return out
 
 
-def _real_dataset(root: Path, frames: int = 12) -> Path:
-    """A tiny teleop-like dataset tagged source=real (synthetic frames)."""
+def _real_dataset(root: Path, frames: int = 12, fps: int = 30, joints: int = 6) -> Path:
+    """A tiny teleop-like dataset tagged source=real (synthetic frames); ``joints`` other than 6
+    gives an action feature of another arm."""
+    features = so101_features(("front", "wrist"), 48, 48)
+    if joints != 6:
+        names = [f"joint_{i}.pos" for i in range(joints)]
+        features[ACTION] = {"dtype": "float32", "shape": (joints,), "names": names}
     ds = LeRobotDataset.create(
-        "test/real",
-        fps=30,
-        features=so101_features(("front", "wrist"), 48, 48),
-        root=root,
-        robot_type="so101_follower",
+        "test/real", fps=fps, features=features, root=root, robot_type="so101_follower"
     )
     rng = np.random.default_rng(0)
     for i in range(frames):
@@ -49,7 +50,7 @@ def _real_dataset(root: Path, frames: int = 12) -> Path:
                 "observation.images.front": rng.integers(0, 255, (48, 48, 3), dtype=np.uint8),
                 "observation.images.wrist": rng.integers(0, 255, (48, 48, 3), dtype=np.uint8),
                 OBS_STATE: np.full(6, 10.0 + i, dtype=np.float32),
-                ACTION: np.full(6, 11.0 + i, dtype=np.float32),
+                ACTION: np.full(joints, 11.0 + i, dtype=np.float32),
                 TASK: "fold the cloth",
                 SOURCE: "real",
             }
@@ -155,6 +156,22 @@ def test_dataset_errors(sim_dataset, tmp_path):
     video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
     with pytest.raises(Exception, match="(?i)damaged|invalid|error|frames"):
         load_dataset(broken, ("front",), 32)
+
+
+def test_a_mixture_with_mismatched_features_fails_before_training(sim_dataset, tmp_path):
+    seven = _real_dataset(tmp_path / "seven", frames=3, joints=7)
+    with pytest.raises(ValueError, match=r"dataset .*seven: feature 'action' has shape \(7,\)"):
+        check_mixture([sim_dataset, seven], ("front", "wrist"))
+    slow = _real_dataset(tmp_path / "slow", frames=3, fps=15)
+    with pytest.raises(ValueError, match=r"dataset .*slow is recorded at 15 fps"):
+        check_mixture([sim_dataset, slow], ("front",))
+    with pytest.raises(ValueError, match=r"dataset .*seven.*no camera\(s\) \['top'\]"):
+        check_mixture([seven], ("top",))
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="feature 'action'"):
+        train(_cfg([sim_dataset, seven], out, steps=2))
+    assert not out.exists(), "it failed before writing anything"
+    check_mixture([sim_dataset, _real_dataset(tmp_path / "ok", frames=3)], ("front", "wrist"))
 
 
 def test_cli_train_help_and_errors(tmp_path, capsys):
