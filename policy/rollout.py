@@ -47,6 +47,7 @@ def init_worker(
     max_steps: int,
     failures_recorded,
     record_failures: int,
+    randomization: dict | None = None,
 ) -> None:
     """Pool initializer: loads the policy and makes the env once per worker process."""
     # The main process owns Ctrl-C: it stops the pool and writes the partial report.
@@ -68,7 +69,13 @@ def init_worker(
     _policy = load_policy(policy_path)
     # Every command passes the safety gate, as on the arm (DESIGN.md decision 7).
     _env = SafetyGateWrapper(
-        make_env(task_name, image_size=image_size, cameras=cameras, max_episode_steps=max_steps)
+        make_env(
+            task_name,
+            image_size=image_size,
+            cameras=cameras,
+            max_episode_steps=max_steps,
+            randomization=randomization,
+        )
     )
     _failures_recorded = failures_recorded
     _record_failures = record_failures

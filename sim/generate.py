@@ -32,6 +32,7 @@ from data.dataset import ROBOT_TYPE, SOURCE, prepare_output, quiet_encoders, so1
 from data.keys import ACTION, OBS_STATE, SOURCE_SIM, TASK, image_key
 from data.workers import guarded_initializer, raise_if_setup_failed
 from safety.config import SafetyConfig
+from sim.randomize import DomainRandomization
 from sim.registry import resolve_task
 
 GENERATE_META = "armvla_generate.json"
@@ -47,6 +48,10 @@ class TaskConfig:
     image_size: int = 96
     # Cameras to record, as named in the scene.
     cameras: list[str] = field(default_factory=lambda: ["front", "wrist"])
+    # Domain randomization, drawn anew every episode (sim/randomize.py): switches
+    # --task.randomize.camera/lighting/colors/objects/actuators=true, each with its ranges
+    # (e.g. --task.randomize.camera_fov_deg='[-6,6]'). Off by default.
+    randomize: DomainRandomization = field(default_factory=DomainRandomization)
 
     def __post_init__(self):
         resolve_task(self.name)
@@ -54,6 +59,10 @@ class TaskConfig:
             raise ValueError(f"--task.image_size must be >= 16, got {self.image_size}")
         if not self.cameras:
             raise ValueError("--task.cameras needs at least one camera")
+
+    def randomization_kwargs(self) -> dict | None:
+        """The env's ``randomization`` argument: the switches and ranges, None when all off."""
+        return asdict(self.randomize) if self.randomize.enabled else None
 
 
 @dataclass
@@ -163,6 +172,7 @@ def _init_worker(
     cameras: tuple[str, ...],
     safety_gate: bool,
     driver: TakeoverDriver | None = None,
+    randomization: dict | None = None,
 ) -> None:
     # The main process owns Ctrl-C: it stops the pool and finalizes the dataset.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -177,7 +187,7 @@ def _init_worker(
     # what the gated arm does. Either way the dataset's action is the expert's request (its
     # intent, as lerobot records a leader arm's position), which the gate filters when a
     # policy trained on it runs.
-    env = make_env(task_name, image_size=image_size, cameras=cameras)
+    env = make_env(task_name, image_size=image_size, cameras=cameras, randomization=randomization)
     # A takeover policy always drives through the gate, as in `armvla eval`; the expert after
     # it only with --safety_gate (run_expert_episode steps the wrapped env otherwise).
     _worker_env = env
@@ -439,6 +449,7 @@ def generate(cfg: GenerateConfig, driver: TakeoverDriver | None = None) -> dict:
             tuple(cfg.task.cameras),
             cfg.safety_gate,
             driver,
+            cfg.task.randomization_kwargs(),
         ),
     )
     bar = tqdm(total=cfg.episodes, desc=f"generate {cfg.task.name}", unit="ep")

@@ -21,6 +21,7 @@ import numpy as np
 from data.keys import OBS_STATE, TASK, image_key
 from safety import so101
 from sim.envs import ASSETS
+from sim.randomize import DomainRandomization, SceneRandomizer, as_randomization
 from sim.render import CameraRig
 
 SCENE_XML = ASSETS / "pick_color_cube.xml"
@@ -55,6 +56,9 @@ class PickColorCubeEnv(gym.Env):
     Action: float32 [6], joint position targets in the same units as the state.
     Reset options: ``{"target": "red"|"green"|"blue", "instruction": str}`` override the sampled
     target color and the instruction text.
+    ``randomization`` (a :class:`sim.randomize.DomainRandomization` or a dict of its fields)
+    draws the front camera, light, colours, cube size and mass and actuator gains anew at every
+    reset; what was drawn is ``info["domain"]`` of the reset.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -69,6 +73,7 @@ class PickColorCubeEnv(gym.Env):
         hold_steps: int = 10,
         fast_render: bool = True,
         layout: CubeLayout = CubeLayout(),
+        randomization: DomainRandomization | dict | None = None,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -92,6 +97,24 @@ class PickColorCubeEnv(gym.Env):
         self._cube_qpos = {c: self.model.joint(f"cube_{c}").qposadr[0] for c in COLORS}
         self._cube_body = {c: self.model.body(f"cube_{c}").id for c in COLORS}
         self._grasp_site = self.model.site("grasp").id
+        self._cube_geom = {c: self.model.geom(f"cube_{c}").id for c in COLORS}
+        self.randomization = as_randomization(randomization)
+        self._randomizer = None
+        if self.randomization is not None and self.randomization.enabled:
+            gripper = self.model.actuator("gripper").id
+            self._randomizer = SceneRandomizer(
+                self.model,
+                self.randomization,
+                cameras=[
+                    self.model.camera(i).name
+                    for i in range(self.model.ncam)
+                    if self.model.cam_bodyid[i] == 0
+                ],  # fixed in the world, not the wrist's
+                objects=[f"cube_{c}" for c in COLORS],
+                table="table",
+                arm_actuators=[a for a in range(self.model.nu) if a != gripper],
+                gripper_actuator=gripper,
+            )
 
         self._rig = CameraRig(self.model, self.cameras, height, width, fast=fast_render)
         self.observation_space = gym.spaces.Dict(
@@ -126,12 +149,14 @@ class PickColorCubeEnv(gym.Env):
         self.instruction = options.get("instruction") or INSTRUCTION_TEMPLATE.format(color=target)
 
         mujoco.mj_resetData(self.model, self.data)
+        domain = self._randomizer.apply(self.np_random) if self._randomizer else None
         home = HOME_RAD + self.np_random.uniform(-0.05, 0.05, size=HOME_RAD.shape)
         self.data.qpos[self._arm_qpos] = home
         self.data.ctrl[:] = home
         for color, (x, y, yaw) in zip(COLORS, self._sample_cubes(), strict=True):
             adr = self._cube_qpos[color]
-            self.data.qpos[adr : adr + 3] = (x, y, CUBE_HALF)
+            half = float(self.model.geom_size[self._cube_geom[color], 2])
+            self.data.qpos[adr : adr + 3] = (x, y, half)
             self.data.qpos[adr + 3 : adr + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         mujoco.mj_forward(self.model, self.data)
         # Let contacts settle so resting heights are measured, not assumed.
@@ -140,7 +165,10 @@ class PickColorCubeEnv(gym.Env):
         self._rest_z = {c: float(self.data.xpos[self._cube_body[c]][2]) for c in COLORS}
         self._held = 0
         obs = self._observe()
-        return obs, self._info(success=False)
+        info = self._info(success=False)
+        if domain is not None:
+            info["domain"] = domain
+        return obs, info
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
