@@ -61,6 +61,7 @@ def build_report(results: list[dict], language_probe: bool) -> dict:
     report["mean_episode_length"] = _mean(lengths)
     report["mean_episode_length_success"] = _mean(success_lengths)
     report["wrong_cube_episodes"] = sum(r["wrong_cube"] for r in results)
+    report["unstable_episodes"] = sum(r.get("unstable", False) for r in results)
     report["language_probe"] = None
     if language_probe:
         any_lifted = [r for r in results if r["lifted"]]
@@ -155,6 +156,11 @@ def print_summary(report: dict, report_path: Path) -> None:
         + ("" if length_ok is None else f" (successes only: {length_ok:.1f})"),
         f"  wrong cube lifted    in {report['wrong_cube_episodes']} episode(s)",
     ]
+    if report.get("unstable_episodes"):
+        lines.append(
+            f"  physics unstable     in {report['unstable_episodes']} episode(s): MuJoCo reset a "
+            "diverged state and the episode ended (counted as failures)"
+        )
     probe = report["language_probe"]
     if probe is not None:
         lines.append(

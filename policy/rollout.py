@@ -134,6 +134,7 @@ def run_episode(job: EpisodeJob) -> dict:
         ),
         "max_lift_m": {c: round(h, 4) for c, h in max_lift.items()},
         "wrong_cube": any(c != target for c in lifted),
+        "unstable": bool(info.get("unstable", False)),  # MuJoCo reset a diverged state
         "safety": _episode_safety(env.episode_stats),
         "frames": frames if keep else None,
     }

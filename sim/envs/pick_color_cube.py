@@ -181,8 +181,17 @@ class PickColorCubeEnv(gym.Env):
             raise ValueError(f"action contains NaN or inf: {action}")
         target = np.clip(action, so101.ACTION_LOW, so101.ACTION_HIGH)
         self.data.ctrl[:] = so101.to_radians(target)
+        before = self._instabilities()
         for _ in range(self.n_substeps):
             mujoco.mj_step(self.model, self.data)
+        if self._instabilities() > before:
+            # MuJoCo found NaN or huge accelerations and reset the state to the model's qpos0
+            # (it warns in MUJOCO_LOG.TXT): the episode cannot go on from there. It ends,
+            # truncated, and says why; generate writes only successes, eval counts a failure.
+            info = self._info(success=False)
+            info["unstable"] = True
+            self._held = 0
+            return self._observe(), 0.0, False, True, info
 
         lifts = self.cube_lifts()
         others_down = all(lifts[c] < 0.02 for c in COLORS if c != self.target)
@@ -238,6 +247,17 @@ class PickColorCubeEnv(gym.Env):
         return self.data.site_xpos[self._grasp_site].copy()
 
     # ------------------------------------------------------------------ internals
+    def _instabilities(self) -> int:
+        w = self.data.warning
+        return sum(
+            int(w[k].number)
+            for k in (
+                mujoco.mjtWarning.mjWARN_BADQACC,
+                mujoco.mjtWarning.mjWARN_BADQVEL,
+                mujoco.mjtWarning.mjWARN_BADQPOS,
+            )
+        )
+
     def _sample_cubes(self) -> list[tuple[float, float, float]]:
         lay = self.layout
         placed: list[tuple[float, float, float]] = []

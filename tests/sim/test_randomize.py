@@ -99,3 +99,18 @@ def test_generate_records_the_randomization_and_help_lists_it(tmp_path, capsys):
     text = capsys.readouterr().out
     for option in ("--task.randomize.camera", "--task.randomize.gripper_torque"):
         assert option in text
+
+
+def test_an_unstable_simulation_ends_the_episode_and_says_so(tmp_path, monkeypatch):
+    """MuJoCo resets the state when it finds a NaN or huge velocity (the arm would teleport to
+    its zero pose mid-episode): the env ends the episode there, truncated, flagged unstable."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warning to MUJOCO_LOG.TXT in the cwd
+    env = _env(ALL_ON)
+    obs, _ = env.reset(seed=0)
+    u = env.unwrapped
+    dof = u.model.joint("cube_green").dofadr[0]
+    u.data.qvel[dof] = np.inf
+    obs, reward, terminated, truncated, info = env.step(obs["observation.state"])
+    assert info["unstable"] and truncated and not terminated and not info["success"]
+    assert np.isfinite(obs["observation.state"]).all()
+    env.close()
