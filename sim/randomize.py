@@ -30,6 +30,9 @@ class DomainRandomization:
     # Move and turn the scene's fixed cameras (not the wrist camera, which rides on the arm)
     # and change their field of view.
     camera: bool = False
+    # A fixed move of the camera, m, [x, y, z] in the arm's base frame, before the random shift
+    # (the front camera looks along -x: '[-0.02,0,0.01]' is 2 cm closer to the arm, 1 cm up).
+    camera_offset_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     # Distance the camera moves, m, in a random direction.
     camera_shift_m: list[float] = _pair(0.0, 0.03)
     # Angle it turns, degrees, about a random axis.
@@ -46,8 +49,10 @@ class DomainRandomization:
     light_warmth: list[float] = _pair(-0.2, 0.2)
     # Table texture tint and object colours (a red cube stays the reddest of the three).
     colors: bool = False
-    # Factor on the table's brightness (its texture is multiplied by it, per channel within 0.9-1.1 more).
+    # Factor on the table's brightness (its texture is multiplied by it).
     table_brightness: list[float] = _pair(0.55, 1.15)
+    # Factor on each channel of the table's colour on top of that (its tint).
+    table_tint: list[float] = _pair(0.9, 1.1)
     # Jitter of each channel of each object's colour.
     object_color_jitter: list[float] = _pair(-0.12, 0.12)
     # Object size and mass.
@@ -66,6 +71,10 @@ class DomainRandomization:
     def __post_init__(self):
         for name, value in asdict(self).items():
             if not isinstance(value, list):
+                continue
+            if name == "camera_offset_m":
+                if len(value) != 3 or not all(np.isfinite(value)):
+                    raise ValueError(f"--task.randomize.{name} must be [x, y, z], got {value}")
                 continue
             if len(value) != 2 or not all(np.isfinite(value)) or value[0] > value[1]:
                 raise ValueError(
@@ -159,7 +168,7 @@ class SceneRandomizer:
         p: dict = {}
         if cfg.camera:
             for cam in self.cameras:
-                shift = _unit(rng) * u(cfg.camera_shift_m)
+                shift = np.asarray(cfg.camera_offset_m) + _unit(rng) * u(cfg.camera_shift_m)
                 turn = np.deg2rad(u(cfg.camera_turn_deg))
                 rot = np.empty(4)
                 mujoco.mju_axisAngle2Quat(rot, _unit(rng), turn)
@@ -192,7 +201,7 @@ class SceneRandomizer:
             }
         if cfg.colors:
             brightness = u(cfg.table_brightness)
-            tint = brightness * rng.uniform(0.9, 1.1, 3)
+            tint = brightness * rng.uniform(*cfg.table_tint, 3)
             m.mat_rgba[self.table_mat, :3] = np.clip(n["mat_rgba"][self.table_mat, :3] * tint, 0, 1)
             for geoms in self.geoms:
                 for g in geoms:

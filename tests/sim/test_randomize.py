@@ -114,3 +114,24 @@ def test_an_unstable_simulation_ends_the_episode_and_says_so(tmp_path, monkeypat
     assert info["unstable"] and truncated and not terminated and not info["success"]
     assert np.isfinite(obs["observation.state"]).all()
     env.close()
+
+
+def test_a_fixed_camera_offset_moves_it_by_that_vector():
+    cfg = DomainRandomization(
+        camera=True,
+        camera_offset_m=[-0.02, 0.0, 0.01],  # 2 cm closer to the arm, 1 cm up
+        camera_shift_m=[0.0, 0.0],
+        camera_turn_deg=[0.0, 0.0],
+        camera_fov_deg=[0.0, 0.0],
+    )
+    env = _env(cfg)
+    model = env.unwrapped.model
+    front = model.camera("front").id
+    nominal = model.cam_pos[front].copy()
+    env.reset(seed=0)
+    np.testing.assert_allclose(model.cam_pos[front] - nominal, [-0.02, 0.0, 0.01], atol=1e-12)
+    env.reset(seed=1)  # not compounded over resets
+    np.testing.assert_allclose(model.cam_pos[front] - nominal, [-0.02, 0.0, 0.01], atol=1e-12)
+    with pytest.raises(ValueError, match=r"\[x, y, z\]"):
+        DomainRandomization(camera_offset_m=[0.0, 0.01])
+    env.close()
