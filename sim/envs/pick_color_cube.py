@@ -149,11 +149,13 @@ class PickColorCubeEnv(gym.Env):
         self.instruction = options.get("instruction") or INSTRUCTION_TEMPLATE.format(color=target)
 
         mujoco.mj_resetData(self.model, self.data)
-        domain = self._randomizer.apply(self.np_random) if self._randomizer else None
         home = HOME_RAD + self.np_random.uniform(-0.05, 0.05, size=HOME_RAD.shape)
         self.data.qpos[self._arm_qpos] = home
         self.data.ctrl[:] = home
-        for color, (x, y, yaw) in zip(COLORS, self._sample_cubes(), strict=True):
+        layout = self._sample_cubes()
+        # Drawn after the layout: a seed gives the same scene with randomization on or off.
+        domain = self._randomizer.apply(self.np_random) if self._randomizer else None
+        for color, (x, y, yaw) in zip(COLORS, layout, strict=True):
             adr = self._cube_qpos[color]
             half = float(self.model.geom_size[self._cube_geom[color], 2])
             self.data.qpos[adr : adr + 3] = (x, y, half)

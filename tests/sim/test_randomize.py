@@ -71,6 +71,12 @@ def test_the_expert_succeeds_under_every_randomization(seed):
     for c, pos in env.unwrapped.cube_positions().items():
         assert pos[2] == pytest.approx(half[c], abs=2e-3)  # resting on the table at its size
     assert {"light", "gain", "gripper_torque", "object_cube_red"} <= set(info["domain"])
+    plain = _env()
+    _, plain_info = plain.reset(seed=seed)
+    assert info["target"] == plain_info["target"]  # the same scene, perturbed
+    for c, pos in plain.unwrapped.cube_positions().items():
+        np.testing.assert_allclose(env.unwrapped.cube_positions()[c][:2], pos[:2], atol=2e-3)
+    plain.close()
     expert = PickCubeExpert(env.unwrapped, seed=seed)
     for _ in range(300):
         obs, _, terminated, truncated, info = env.step(expert.act(obs))
