@@ -271,7 +271,12 @@ class PtyServer:
             if out:
                 os.write(self._master, out)
 
+    def late_pending(self) -> int:
+        """How many held-back late replies have not been written yet."""
+        return len(self._late)
+
     def _send_late(self) -> None:
         now = time.monotonic()
         while self._late and self._late[0][0] <= now:
-            os.write(self._master, self._late.pop(0)[1])
+            os.write(self._master, self._late[0][1])
+            self._late.pop(0)  # counted as pending until written

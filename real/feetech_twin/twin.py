@@ -20,6 +20,7 @@ import gc
 import json
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,6 +222,16 @@ class SO101Twin:
                 servo.injected_error = faults.error_bits.get(servo.name, 0)
                 servo.extra_heat_c_per_s = faults.heat_c_per_s.get(servo.name, 0.0)
                 self.physics.block(i, servo.name in faults.blocked_joints)
+
+    def wait_for_late_replies(self, timeout_s: float = 5.0) -> None:
+        """Returns once every reply the ``late_reply`` fault held back has gone out on the wire
+        (a late reply still in flight would land in whatever read comes next, e.g. a connect's
+        model-number handshake). Raises TimeoutError if some are still held after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self._server is not None and self._server.late_pending():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"late replies still held back after {timeout_s} s")
+            time.sleep(0.01)
 
     def set_packet_listener(self, listener) -> None:
         """Calls ``listener(packet)`` for every instruction packet the servos receive (on the bus

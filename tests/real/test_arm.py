@@ -79,6 +79,7 @@ class WireLog:
 @pytest.fixture
 def arm(twin):
     twin.set_faults(FaultConfig())
+    twin.wait_for_late_replies()  # one still in flight would be read as the handshake's answer
     log = WireLog(twin)
     robot = SO101Follower(
         SO101FollowerConfig(
@@ -447,7 +448,6 @@ def test_a_reply_that_came_after_its_read_gave_up_is_dropped_not_read_next(arm, 
     one read behind, for good."""
     arm.connect()
     bus = arm.robot.bus
-    time.sleep(0.3)  # replies still on their way from earlier tests have come and gone
     bus.sync_read("Present_Position", num_retry=2)
     twin.set_faults(FaultConfig(late_reply_prob=1.0, late_reply_s=0.1))
     try:
