@@ -52,15 +52,6 @@ class MotionLimits:
     fraction: float = 0.8
 
 
-@dataclass
-class _Segment:
-    """Joint-space trajectory piece: waypoints [K, 6] radians traversed in ``ticks`` ticks."""
-
-    waypoints: np.ndarray
-    ticks: int
-    pause: int  # ticks to hold the final pose afterwards
-
-
 class ArmMotion:
     """Per-tick commands for a scripted expert on an unwrapped suite env (module docstring).
 

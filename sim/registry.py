@@ -28,6 +28,13 @@ TASKS: dict[str, TaskSpec] = {
             expert="sim.expert:PickCubeExpert",
             description="pick up the cube whose color the instruction names (red, green, blue)",
         ),
+        TaskSpec(
+            name="RopeToMark-v1",
+            entry_point="sim.envs.rope:RopeToMarkEnv",
+            max_episode_steps=400,
+            expert="sim.flex_expert:RopeExpert",
+            description="drag the named end of a rope (left, right) to the named mark (red, blue)",
+        ),
     )
 }
 

@@ -1,0 +1,201 @@
+"""Scripted privileged-state experts for the deformable tasks: grasp a vertex, carry it, let go.
+
+Each expert reads the flex's vertices (privileged state), picks the vertex to pinch and the
+yaw that closes the jaws across the cloth or rope there, and plans with :class:`ArmMotion`
+(inside the safety gate's limits when given them): above the vertex, straight down, close the
+jaws, carry the vertex along the task's path, then release and rise or hold. If the vertex is
+not between the jaws once they have closed, or slips out on the way, the expert opens, rises
+and starts again from where the cloth or rope now lies (up to ``MAX_ATTEMPTS`` grasps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from safety import so101
+from sim.envs.tabletop import PAN_AXIS_XY
+from sim.motion import ArmMotion
+
+MAX_ATTEMPTS = 3
+OPEN_PCT = (35.0, 50.0)  # jaws' opening on the way down (lerobot %)
+CLOSED_PCT = 0.0  # clipped to the gate's soft range by ArmMotion
+HELD_RADIUS = 0.015  # the pinched vertex within this of the grasp point (horizontal): held
+LOST_RADIUS = 0.03  # farther than this while carrying: it slipped out
+
+
+def yaw_across(tangent_xy: np.ndarray, at_xy: np.ndarray) -> float:
+    """Yaw (rad) whose jaws close across a strand running along ``tangent_xy`` at ``at_xy``:
+    of the two such yaws (they differ by pi) the one the wrist reaches with the least roll."""
+    across = float(np.arctan2(tangent_xy[1], tangent_xy[0])) + np.pi / 2
+    # With the jaws down, the wrist's roll is zero at a yaw along the pan direction (measured
+    # with TopDownIK); near -160 or +160 degrees of roll the IK cannot reach at all.
+    natural = float(np.arctan2(*(at_xy - PAN_AXIS_XY)[::-1]))
+    k = np.round((natural - across) / np.pi)
+    return across + k * np.pi
+
+
+class FlexGraspExpert(ArmMotion):
+    """Base of the flex experts; a task's expert says what to pinch and where to carry it.
+
+    Subclasses implement :meth:`_grasp` (vertex index, yaw, grasp height) and :meth:`_carry`
+    (grasp-point waypoints [K, 3] from the pinch to the goal), and set ``release``.
+    """
+
+    release = True  # open and rise at the goal (False: hold there)
+
+    def __init__(self, env, seed: int | None = None, variation: bool = True, limits=None):
+        super().__init__(env, seed=seed, variation=variation, limits=limits)
+        self.reset()
+
+    def reset(self) -> None:
+        """Call after ``env.reset``: draws this episode's variations and clears the plan."""
+        u = self._uniform
+        self.p = {
+            "pre_height": u(0.04, 0.06),
+            "open_pct": u(*OPEN_PCT),
+            "speed": u(1.4, 2.0),  # rad/s of the fastest joint on free-space moves
+            "descend_speed": u(0.05, 0.07),  # m/s of the grasp point
+            "carry_speed": u(0.05, 0.07),
+            "grasp_dz": u(0.0, 0.003),
+            "offset": np.array([u(-0.002, 0.002), u(-0.002, 0.002)]),
+        }
+        self._phase = 0
+        self._attempts = 0
+        self._vertex = 0
+        self._yaw = 0.0
+        self._close_ticks = 0
+        self._last_grip: float | None = None
+        self._clear_motion(open_pct=self.p["open_pct"])
+
+    def take_over(self) -> None:
+        """Starts a plan from the state another controller left (DAgger takeover demos): the
+        jaws open over the vertex from where they are."""
+        self.reset()
+
+    # ------------------------------------------------------------------ what a task defines
+    def _grasp(self) -> tuple[int, float, float]:
+        """(vertex to pinch, jaw yaw, grasp-point height) for the flex as it lies now."""
+        raise NotImplementedError
+
+    def _carry(self, start: np.ndarray) -> np.ndarray:
+        """Grasp-point waypoints [K, 3] from ``start`` (the pinch) to the goal."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ planning
+    def vertices(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _held(self, radius: float) -> bool:
+        grasp = self.env.grasp_position()
+        v = self.vertices()[self._vertex]
+        return bool(np.hypot(*(v[:2] - grasp[:2])) < radius and abs(v[2] - grasp[2]) < 0.03)
+
+    def _plan_next_phase(self) -> None:
+        q_now = self._q_now()
+        p = self.p
+        if self._phase == 0:  # above the vertex, then straight down
+            self._gripper_pct = p["open_pct"]
+            self._vertex, self._yaw, grasp_z = self._grasp()
+            xy = self.vertices()[self._vertex][:2] + p["offset"]
+            grasp_z += p["grasp_dz"]
+            here = self.env.grasp_position()
+            pre_z = max(grasp_z + p["pre_height"], min(here[2], grasp_z + 0.08))
+            q_pre = self._ik(np.r_[xy, pre_z], self._yaw, q_now)
+            path, q = [], q_pre
+            for z in np.linspace(pre_z, grasp_z, 5)[1:]:
+                q = self._ik(np.r_[xy, z], self._yaw, q)
+                path.append(q)
+            self._queue_segment(q_now, [q_pre], speed=p["speed"], profile=self._from_rest)
+            descent = self._ticks_for_distance(pre_z - grasp_z, p["descend_speed"])
+            self._queue_segment(q_pre, path, ticks=descent)
+            self._phase = 1
+        elif self._phase == 1:  # close the jaws until they stop
+            self._gripper_pct = CLOSED_PCT
+            self._close_ticks += 1
+            grip = so101.from_radians(self.env.arm_qpos())[5]
+            settled = self._last_grip is not None and abs(grip - self._last_grip) < 0.5
+            self._last_grip = grip
+            ramping = self.gripper_ramping()
+            if (ramping or not settled or self._close_ticks < 4) and self._close_ticks < 40:
+                self._queue.append(q_now)
+                return
+            if not self._held(HELD_RADIUS):
+                self._retry(q_now)
+                return
+            start = self.env.grasp_position()
+            waypoints = self._carry(start)
+            path, q = [], q_now
+            for point in waypoints:
+                q = self._ik(point, self._yaw, q)
+                path.append(q)
+            dist = float(
+                np.sum(np.linalg.norm(np.diff(np.vstack([start, waypoints]), axis=0), axis=1))
+            )
+            ticks = self._ticks_for_distance(dist, p["carry_speed"])
+            self._queue_segment(q_now, path, ticks=ticks, profile=self._from_rest)
+            self._phase = 2
+        elif self._phase == 2:  # at the goal: let go and rise, or hold
+            if not self._held(LOST_RADIUS):
+                self._retry(q_now)
+                return
+            if not self.release:
+                self._queue.extend([q_now] * 30)
+                return
+            self._gripper_pct = p["open_pct"]
+            self._queue.extend([q_now] * 6)
+            self._phase = 3
+        elif self._phase == 3:
+            up = self.env.grasp_position() + np.array([0.0, 0.0, p["pre_height"]])
+            q_up = self._ik(up, self._yaw, q_now)
+            ticks = self._ticks_for_distance(p["pre_height"], p["descend_speed"])
+            self._queue_segment(q_now, [q_up], ticks=ticks, profile=self._from_rest)
+            self._phase = 4
+        else:
+            self._queue.extend([q_now] * 30)
+
+    def _retry(self, q_now: np.ndarray) -> None:
+        """The vertex is not between the jaws: open, rise and plan the grasp again."""
+        self._attempts += 1
+        self._gripper_pct = self.p["open_pct"]
+        self._close_ticks, self._last_grip = 0, None
+        if self._attempts >= MAX_ATTEMPTS:
+            self._queue.extend([q_now] * 30)
+            self._phase = 4
+            return
+        up = self.env.grasp_position() + np.array([0.0, 0.0, self.p["pre_height"]])
+        q_up = self._ik(up, self._yaw, q_now)
+        ticks = self._ticks_for_distance(self.p["pre_height"], self.p["descend_speed"])
+        self._queue_segment(q_now, [q_up], ticks=ticks, profile=self._from_rest)
+        self._phase = 0
+
+
+class RopeExpert(FlexGraspExpert):
+    """RopeToMark-v1: pinch the named end one edge in, drag it onto the named mark, let go."""
+
+    def vertices(self) -> np.ndarray:
+        return self.env.rope.positions(self.env.data)
+
+    def _grasp(self) -> tuple[int, float, float]:
+        env = self.env
+        end = env.end_vertex(env.end)
+        inner = 1 if end == 0 else env.rope.n - 2  # one edge (1.8 cm) in from the tip
+        pos = self.vertices()
+        tangent = pos[min(inner + 1, env.rope.n - 1), :2] - pos[max(inner - 1, 0), :2]
+        # Closing, the moving tip swings through an arc 16 mm below where it starts, lowest
+        # 19 mm under the grasp point at ~18 % (the gate's fingertip point): at 21 mm it clears
+        # the table, and the fixed pad's end (6 mm up) sits below the 16 mm rope's middle.
+        grasp_z = 0.021
+        return inner, yaw_across(tangent, pos[inner, :2]), grasp_z
+
+    def _carry(self, start: np.ndarray) -> np.ndarray:
+        env = self.env
+        pos = self.vertices()
+        # Put the tip (one edge beyond the pinch) on the mark: aim the pinch short of it.
+        tip = pos[env.end_vertex(env.end), :2] - pos[self._vertex, :2]
+        goal_xy = env.marks.positions(env.data)[env.mark] - 0.5 * tip
+        lift = start[2] + 0.01  # just off the table, so the rope slides rather than snags
+        n = 8
+        xy = np.linspace(start[:2], goal_xy, n + 1)[1:]
+        z = np.full(n, lift)
+        z[-1] = start[2]
+        return np.column_stack([xy, z])
