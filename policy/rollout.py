@@ -103,7 +103,7 @@ def run_episode(job: EpisodeJob) -> dict:
         "state": [],
         "action": [],
     }
-    max_lift = dict.fromkeys(unwrapped.cube_lifts(), 0.0)
+    max_lift = dict.fromkeys(unwrapped.object_lifts(), 0.0)
     instruction = None
     length = 0
     while True:
@@ -113,7 +113,7 @@ def run_episode(job: EpisodeJob) -> dict:
         _keep_frame(frames, obs, action, env)
         obs, _, terminated, truncated, info = env.step(action)
         length += 1
-        for color, lift in unwrapped.cube_lifts().items():
+        for color, lift in unwrapped.object_lifts().items():
             max_lift[color] = max(max_lift[color], lift)
         if terminated or truncated:
             break
@@ -130,10 +130,11 @@ def run_episode(job: EpisodeJob) -> dict:
         "length": length,
         "lifted": lifted,
         "lifted_at_end": sorted(
-            c for c, h in unwrapped.cube_lifts().items() if h > LIFT_THRESHOLD_M
+            c for c, h in unwrapped.object_lifts().items() if h > LIFT_THRESHOLD_M
         ),
         "max_lift_m": {c: round(h, 4) for c, h in max_lift.items()},
-        "wrong_cube": any(c != target for c in lifted),
+        # Only where the instruction names one of the lifted objects (a cube to pick).
+        "wrong_cube": target in max_lift and any(c != target for c in lifted),
         "unstable": bool(info.get("unstable", False)),  # MuJoCo reset a diverged state
         "safety": _episode_safety(env.episode_stats),
         "frames": frames if keep else None,
