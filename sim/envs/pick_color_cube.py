@@ -18,7 +18,6 @@ import numpy as np
 
 from sim.envs import ASSETS
 from sim.envs.tabletop import HOME_RAD, TEXT_CHARSET, TabletopEnv
-from sim.randomize import DomainRandomization
 
 SCENE_XML = ASSETS / "pick_color_cube.xml"
 COLORS = ("red", "green", "blue")
@@ -55,25 +54,13 @@ class PickColorCubeEnv(TabletopEnv):
 
     def __init__(
         self,
-        render_mode: str | None = "rgb_array",
-        image_size: int | tuple[int, int] = 96,
-        cameras: tuple[str, ...] = ("front", "wrist"),
-        control_hz: float = 30.0,
         lift_height: float = 0.05,
-        hold_steps: int = 10,
-        fast_render: bool = True,
         layout: CubeLayout = CubeLayout(),
-        randomization: DomainRandomization | dict | None = None,
+        **kwargs,
     ):
-        super().__init__(
-            render_mode=render_mode,
-            image_size=image_size,
-            cameras=cameras,
-            control_hz=control_hz,
-            hold_steps=hold_steps,
-            fast_render=fast_render,
-            randomization=randomization,
-        )
+        """``lift_height``: how far the named cube must rise (m); ``layout``: where cubes may
+        lie; the rest (cameras, image size, rates, randomization) as :class:`TabletopEnv`."""
+        super().__init__(**kwargs)
         self.lift_height = lift_height
         self.layout = layout
         self._cube_qpos = {c: self.model.joint(f"cube_{c}").qposadr[0] for c in COLORS}

@@ -20,7 +20,6 @@ import numpy as np
 from sim.envs import ASSETS
 from sim.envs.flex import MARK_COLORS, FlexState, Marks
 from sim.envs.tabletop import TabletopEnv, reach
-from sim.randomize import DomainRandomization
 
 SCENE_XML = ASSETS / "rope.xml"
 ENDS = ("left", "right")
@@ -55,27 +54,10 @@ class RopeToMarkEnv(TabletopEnv):
 
     scene_xml = SCENE_XML
 
-    def __init__(
-        self,
-        render_mode: str | None = "rgb_array",
-        image_size: int | tuple[int, int] = 96,
-        cameras: tuple[str, ...] = ("front", "wrist"),
-        control_hz: float = 30.0,
-        hold_steps: int = 10,
-        success_radius: float = 0.03,
-        fast_render: bool = True,
-        layout: RopeLayout = RopeLayout(),
-        randomization: DomainRandomization | dict | None = None,
-    ):
-        super().__init__(
-            render_mode=render_mode,
-            image_size=image_size,
-            cameras=cameras,
-            control_hz=control_hz,
-            hold_steps=hold_steps,
-            fast_render=fast_render,
-            randomization=randomization,
-        )
+    def __init__(self, success_radius: float = 0.03, layout: RopeLayout = RopeLayout(), **kwargs):
+        """``success_radius``: how near the named mark the named end must be (m); ``layout``:
+        where the rope and marks may lie; the rest as :class:`TabletopEnv`."""
+        super().__init__(**kwargs)
         self.success_radius = success_radius
         self.layout = layout
         self.rope = FlexState(self.model, "rope")
