@@ -14,6 +14,7 @@ import numpy as np
 
 from safety import so101
 from sim.envs.tabletop import PAN_AXIS_XY
+from sim.envs.towel import CORNERS
 from sim.motion import ArmMotion
 
 MAX_ATTEMPTS = 3
@@ -21,6 +22,11 @@ OPEN_PCT = (35.0, 50.0)  # jaws' opening on the way down (lerobot %)
 CLOSED_PCT = 0.0  # clipped to the gate's soft range by ArmMotion
 HELD_RADIUS = 0.015  # the pinched vertex within this of the grasp point (horizontal): held
 LOST_RADIUS = 0.03  # farther than this while carrying: it slipped out
+# Closing, the moving tip swings through an arc 16 mm below where it starts, lowest 19 mm under
+# the grasp point at ~18 % (the gate's fingertip point): at 21 mm it clears the table, and the
+# fixed pad's end (6 mm up) sits below the middle of the 16 mm rope or towel.
+FLEX_GRASP_Z = 0.021
+TOWEL_GRASP_Z = FLEX_GRASP_Z
 
 
 def yaw_across(tangent_xy: np.ndarray, at_xy: np.ndarray) -> float:
@@ -82,6 +88,10 @@ class FlexGraspExpert(ArmMotion):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ planning
+    def _carry_more(self) -> np.ndarray | None:
+        """At the goal, still holding: more waypoints when the task fell short, else None."""
+        return None
+
     def vertices(self) -> np.ndarray:
         raise NotImplementedError
 
@@ -123,20 +133,15 @@ class FlexGraspExpert(ArmMotion):
                 self._retry(q_now)
                 return
             start = self.env.grasp_position()
-            waypoints = self._carry(start)
-            path, q = [], q_now
-            for point in waypoints:
-                q = self._ik(point, self._yaw, q)
-                path.append(q)
-            dist = float(
-                np.sum(np.linalg.norm(np.diff(np.vstack([start, waypoints]), axis=0), axis=1))
-            )
-            ticks = self._ticks_for_distance(dist, p["carry_speed"])
-            self._queue_segment(q_now, path, ticks=ticks, profile=self._from_rest)
+            self._queue_carry(q_now, start, self._carry(start))
             self._phase = 2
         elif self._phase == 2:  # at the goal: let go and rise, or hold
             if not self._held(LOST_RADIUS):
                 self._retry(q_now)
+                return
+            more = self._carry_more()
+            if more is not None:  # the task saw it fall short: carry on from here
+                self._queue_carry(q_now, self.env.grasp_position(), more)
                 return
             if not self.release:
                 self._queue.extend([q_now] * 30)
@@ -152,6 +157,16 @@ class FlexGraspExpert(ArmMotion):
             self._phase = 4
         else:
             self._queue.extend([q_now] * 30)
+
+    def _queue_carry(self, q_now: np.ndarray, start: np.ndarray, waypoints: np.ndarray) -> None:
+        """Moves the grasp point through ``waypoints`` at the carry speed, jaws as they are."""
+        path, q = [], q_now
+        for point in waypoints:
+            q = self._ik(point, self._yaw, q)
+            path.append(q)
+        dist = float(np.sum(np.linalg.norm(np.diff(np.vstack([start, waypoints]), axis=0), axis=1)))
+        ticks = self._ticks_for_distance(dist, self.p["carry_speed"])
+        self._queue_segment(q_now, path, ticks=ticks, profile=self._from_rest)
 
     def _retry(self, q_now: np.ndarray) -> None:
         """The vertex is not between the jaws: open, rise and plan the grasp again."""
@@ -181,21 +196,80 @@ class RopeExpert(FlexGraspExpert):
         inner = 1 if end == 0 else env.rope.n - 2  # one edge (1.8 cm) in from the tip
         pos = self.vertices()
         tangent = pos[min(inner + 1, env.rope.n - 1), :2] - pos[max(inner - 1, 0), :2]
-        # Closing, the moving tip swings through an arc 16 mm below where it starts, lowest
-        # 19 mm under the grasp point at ~18 % (the gate's fingertip point): at 21 mm it clears
-        # the table, and the fixed pad's end (6 mm up) sits below the 16 mm rope's middle.
-        grasp_z = 0.021
-        return inner, yaw_across(tangent, pos[inner, :2]), grasp_z
+        return inner, yaw_across(tangent, pos[inner, :2]), FLEX_GRASP_Z
 
     def _carry(self, start: np.ndarray) -> np.ndarray:
         env = self.env
         pos = self.vertices()
         # Put the tip (one edge beyond the pinch) on the mark: aim the pinch short of it.
         tip = pos[env.end_vertex(env.end), :2] - pos[self._vertex, :2]
-        goal_xy = env.marks.positions(env.data)[env.mark] - 0.5 * tip
-        lift = start[2] + 0.01  # just off the table, so the rope slides rather than snags
-        n = 8
-        xy = np.linspace(start[:2], goal_xy, n + 1)[1:]
-        z = np.full(n, lift)
-        z[-1] = start[2]
-        return np.column_stack([xy, z])
+        return _drag_path(start, env.marks.positions(env.data)[env.mark] - 0.5 * tip)
+
+
+def _drag_path(start: np.ndarray, goal_xy: np.ndarray, n: int = 8) -> np.ndarray:
+    """Grasp-point waypoints [n, 3] from ``start`` to ``goal_xy``: 1 cm off the table on the
+    way, so what trails slides rather than snags, and back down at the goal."""
+    xy = np.linspace(start[:2], goal_xy, n + 1)[1:]
+    z = np.full(n, start[2] + 0.01)
+    z[-1] = start[2]
+    return np.column_stack([xy, z])
+
+
+def _corner_yaw(pos: np.ndarray, corner: int) -> float:
+    """Jaws that close along the corner's diagonal, one outside the tip and one on the cloth."""
+    diagonal = pos[corner, :2] - pos[:, :2].mean(axis=0)
+    return yaw_across(np.array([-diagonal[1], diagonal[0]]), pos[corner, :2])
+
+
+class TowelLiftExpert(FlexGraspExpert):
+    """TowelLiftCorner-v1: pinch the named corner along its diagonal, lift it 6 cm, hold."""
+
+    release = False
+    lift = 0.06
+
+    def vertices(self) -> np.ndarray:
+        return self.env.vertices()
+
+    def _grasp(self) -> tuple[int, float, float]:
+        corner = self.env.corner_vertex(self.env.side)
+        return corner, _corner_yaw(self.vertices(), corner), TOWEL_GRASP_Z
+
+    def _carry(self, start: np.ndarray) -> np.ndarray:
+        return np.array([start + [0.0, 0.0, self.lift / 2], start + [0.0, 0.0, self.lift]])
+
+
+class TowelDragExpert(FlexGraspExpert):
+    """TowelToMark-v1: pinch the corner that leads toward the named mark and drag the towel
+    until its centre is on the mark (one correction while still holding), then let go."""
+
+    max_corrections = 2
+    tolerance = 0.012  # centre this near the mark: done
+
+    def reset(self) -> None:
+        super().reset()
+        self._corrections = 0
+
+    def vertices(self) -> np.ndarray:
+        return self.env.vertices()
+
+    def _offset(self) -> np.ndarray:
+        env = self.env
+        return env.marks.positions(env.data)[env.mark] - env.centre()
+
+    def _grasp(self) -> tuple[int, float, float]:
+        pos, away = self.vertices(), self._offset()
+        centre = pos[:, :2].mean(axis=0)
+        corner = max(CORNERS, key=lambda k: float(np.dot(pos[k, :2] - centre, away)))
+        return corner, _corner_yaw(pos, corner), TOWEL_GRASP_Z
+
+    def _carry(self, start: np.ndarray) -> np.ndarray:
+        self._corrections = 0
+        return _drag_path(start, start[:2] + self._offset())
+
+    def _carry_more(self) -> np.ndarray | None:
+        offset = self._offset()
+        if self._corrections >= self.max_corrections or np.hypot(*offset) < self.tolerance:
+            return None
+        self._corrections += 1
+        start = self.env.grasp_position()
+        return _drag_path(start, start[:2] + offset, n=3)

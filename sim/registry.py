@@ -35,6 +35,20 @@ TASKS: dict[str, TaskSpec] = {
             expert="sim.flex_expert:RopeExpert",
             description="drag the named end of a rope (left, right) to the named mark (red, blue)",
         ),
+        TaskSpec(
+            name="TowelLiftCorner-v1",
+            entry_point="sim.envs.towel:TowelLiftCornerEnv",
+            max_episode_steps=300,
+            expert="sim.flex_expert:TowelLiftExpert",
+            description="lift a towel by its named corner (left, right) 3 cm off the table",
+        ),
+        TaskSpec(
+            name="TowelToMark-v1",
+            entry_point="sim.envs.towel:TowelToMarkEnv",
+            max_episode_steps=450,
+            expert="sim.flex_expert:TowelDragExpert",
+            description="drag a towel onto the named mark (red, blue), keeping it spread out",
+        ),
     )
 }
 

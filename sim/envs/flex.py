@@ -50,6 +50,54 @@ class FlexState:
             data.qvel[self._dof + k] = 0.0
 
 
+def sample_marks(
+    rng: np.random.Generator,
+    accept,
+    x_range: tuple[float, float] = (0.12, 0.28),
+    y_range: tuple[float, float] = (-0.14, 0.14),
+    min_separation: float = 0.08,
+    tries: int = 200,
+) -> dict[str, np.ndarray] | None:
+    """{color: xy} of the red and blue marks, each drawn uniformly in the box until
+    ``accept(xy)`` holds and it lies ``min_separation`` from the marks before it; None when a
+    mark finds no place in ``tries`` draws (the caller draws the scene again)."""
+    marks: dict[str, np.ndarray] = {}
+    for color in MARK_COLORS:
+        for _ in range(tries):
+            xy = np.array([rng.uniform(*x_range), rng.uniform(*y_range)])
+            if not accept(xy):
+                continue
+            if any(np.hypot(*(xy - m)) < min_separation for m in marks.values()):
+                continue
+            marks[color] = xy
+            break
+        else:
+            return None
+    return marks
+
+
+def footprint_area(xy: np.ndarray, triangles: np.ndarray, cell: float = 0.0025) -> float:
+    """Area (m^2) of the table a cloth covers: the union of its triangles' projections
+    (``xy`` [N, 2] vertex positions, ``triangles`` [T, 3] vertex indices), sampled on a grid
+    of ``cell``; a fold or a heap covers less than the flat cloth."""
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    gx = np.arange(lo[0] + cell / 2, hi[0], cell)
+    gy = np.arange(lo[1] + cell / 2, hi[1], cell)
+    if len(gx) == 0 or len(gy) == 0:
+        return 0.0
+    points = np.stack(np.meshgrid(gx, gy, indexing="ij"), axis=-1).reshape(-1, 2)
+    a, b, c = (xy[triangles[:, k]] for k in range(3))
+    e1, e2 = b - a, c - a  # [T, 2]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = np.abs(det) > 1e-12  # a triangle folded edge-on covers nothing
+    e1, e2, a, det = e1[ok], e2[ok], a[ok], det[ok]
+    rel = points[None, :, :] - a[:, None, :]  # [T, P, 2]
+    u = (rel[..., 0] * e2[:, None, 1] - rel[..., 1] * e2[:, None, 0]) / det[:, None]
+    v = (e1[:, None, 0] * rel[..., 1] - e1[:, None, 1] * rel[..., 0]) / det[:, None]
+    inside = (u >= 0) & (v >= 0) & (u + v <= 1)
+    return float(inside.any(axis=0).sum() * cell * cell)
+
+
 class Marks:
     """The red and blue marks: flat mocap discs, visual only, moved at reset."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.envs import ASSETS
-from sim.envs.flex import MARK_COLORS, FlexState, Marks
+from sim.envs.flex import MARK_COLORS, FlexState, Marks, sample_marks
 from sim.envs.tabletop import TabletopEnv, reach
 
 SCENE_XML = ASSETS / "rope.xml"
@@ -107,25 +107,17 @@ class RopeToMarkEnv(TabletopEnv):
         raise RuntimeError("could not place the rope and marks; the RopeLayout is too tight")
 
     def _sample_marks(self, rope_xy: np.ndarray) -> dict[str, np.ndarray] | None:
-        lay, rng = self.layout, self.np_random
+        lay = self.layout
         ends = rope_xy[[0, -1]]
-        marks: dict[str, np.ndarray] = {}
-        for color in MARK_COLORS:
-            for _ in range(200):
-                xy = np.array([rng.uniform(0.12, 0.28), rng.uniform(-0.14, 0.14)])
-                if not lay.min_reach <= reach(xy) <= lay.max_reach - 0.01:
-                    continue
-                if np.min(np.hypot(*(rope_xy - xy).T)) < lay.mark_clearance:
-                    continue
-                if np.min(np.hypot(*(ends - xy).T)) < lay.min_end_to_mark:
-                    continue
-                if any(np.hypot(*(xy - m)) < lay.min_mark_separation for m in marks.values()):
-                    continue
-                marks[color] = xy
-                break
-            else:
-                return None
-        return marks
+
+        def accept(xy: np.ndarray) -> bool:
+            return (
+                lay.min_reach <= reach(xy) <= lay.max_reach - 0.01
+                and np.min(np.hypot(*(rope_xy - xy).T)) >= lay.mark_clearance
+                and np.min(np.hypot(*(ends - xy).T)) >= lay.min_end_to_mark
+            )
+
+        return sample_marks(self.np_random, accept, min_separation=lay.min_mark_separation)
 
     def _place_layout(self, layout) -> None:
         rope_xy, marks = layout
