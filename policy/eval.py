@@ -156,7 +156,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             max_steps,
             failures_recorded,
             cfg.record_failures,
-            cfg.task.randomization_kwargs(),
+            cfg.task.env_kwargs(),
         ),
     )
     bar = tqdm(total=len(jobs), desc=f"eval {cfg.task.name}", unit="ep")

@@ -47,7 +47,7 @@ def init_worker(
     max_steps: int,
     failures_recorded,
     record_failures: int,
-    randomization: dict | None = None,
+    env_kwargs: dict | None = None,
 ) -> None:
     """Pool initializer: loads the policy and makes the env once per worker process."""
     # The main process owns Ctrl-C: it stops the pool and writes the partial report.
@@ -74,7 +74,7 @@ def init_worker(
             image_size=image_size,
             cameras=cameras,
             max_episode_steps=max_steps,
-            randomization=randomization,
+            **(env_kwargs or {}),
         )
     )
     _failures_recorded = failures_recorded

@@ -3,6 +3,7 @@
 Example::
 
     armvla twin --robot_id=twin --calibration_dir=/tmp/calib --link=/tmp/so101-twin
+    armvla twin --task=RopeToMark-v1 --seed=3 --link=/tmp/so101-twin   # another task's scene
     lerobot-teleoperate --robot.type=so101_follower --robot.port=/tmp/so101-twin \\
         --robot.id=twin --robot.calibration_dir=/tmp/calib ...
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from real.feetech_twin import FaultConfig, SO101Twin, TwinConfig
 from real.feetech_twin.cameras import TwinCameraPublisher, announce, announcement_path
+from real.feetech_twin.scene_channel import SceneChannel
 
 
 @dataclass
@@ -33,6 +35,11 @@ class TwinCommandConfig(TwinConfig):
     camera_port: int = 0
     # Camera publishing rate (frames/s).
     camera_fps: float = 30.0
+    # Serve the scene side channel (privileged state and object resets) for the scripted
+    # operator, --teleop.type=armvla_twin_operator (real/feetech_twin/scene_channel.py).
+    scene_channel: bool = True
+    # TCP port of the scene channel on 127.0.0.1; 0 picks a free one.
+    scene_port: int = 0
     # Serve a clean bus for this many seconds, then inject --faults.* (so that a client can
     # connect and configure the servos first, as on a bus that degrades while running).
     faults_after_s: float = 0.0
@@ -43,6 +50,8 @@ class TwinCommandConfig(TwinConfig):
             raise ValueError("duration_s, status_every_s and faults_after_s must be >= 0")
         if not 0 <= self.camera_port <= 65535 or self.camera_fps <= 0:
             raise ValueError("camera_port must be in 0..65535 and camera_fps > 0")
+        if not 0 <= self.scene_port <= 65535:
+            raise ValueError("scene_port must be in 0..65535")
 
 
 def _status_line(twin: SO101Twin) -> str:
@@ -51,11 +60,11 @@ def _status_line(twin: SO101Twin) -> str:
     load = twin.read_register("gripper", "Present_Load")  # 0.1 % of stall torque, signed
     status = twin.read_register("gripper", "Status")
     with twin.lock:
-        lifts = {c: round(h * 100, 1) for c, h in twin.env.cube_lifts().items()}
+        lifts = {c: round(h * 100, 1) for c, h in twin.env.object_lifts().items()}
     return (
         f"packets={s.packets} replies={s.replies} dropped={s.dropped_replies} "
         f"garbage_bytes={s.garbage_bytes} temperatures_c={temps} "
-        f"gripper_load_pct={load / 10:g} gripper_status={status} cube_lift_cm={json.dumps(lifts)}"
+        f"gripper_load_pct={load / 10:g} gripper_status={status} lift_cm={json.dumps(lifts)}"
     )
 
 
@@ -64,17 +73,32 @@ def serve(cfg: TwinCommandConfig) -> None:
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     twin = SO101Twin(cfg)
-    cameras = None
+    cameras = scene = None
     try:
         twin.start()
         if cfg.faults_after_s:
             twin.set_faults(FaultConfig())
         faults_at = time.monotonic() + cfg.faults_after_s if cfg.faults_after_s else None
         calib_path = twin.write_calibration()
+        if cfg.scene_channel:
+            scene = SceneChannel(twin, cfg.scene_port).start()
         if cfg.publish_cameras:
             cameras = TwinCameraPublisher(twin, cfg.camera_port, cfg.camera_fps).start()
-            announce(twin.device, cameras.host, cameras.port, cfg.cameras, cfg.image_size)
+            announce(
+                twin.device,
+                cameras.host,
+                cameras.port,
+                cfg.cameras,
+                cfg.image_size,
+                scene_port=scene.port if scene else None,
+                task=cfg.task,
+            )
         print(f"SO-101 twin serving on {twin.port}" + (f" (-> {twin.device})" if cfg.link else ""))
+        print(
+            f"task {cfg.task} ({cfg.domain} world), scene seed {cfg.seed}: {twin.env.instruction!r}"
+        )
+        if scene is not None:
+            print(f"scene channel: tcp://{scene.host}:{scene.port}")
         print(f"calibration for robot id {cfg.robot_id!r}: {calib_path}")
         for name, c in twin.calibration.items():
             print(
@@ -113,6 +137,8 @@ def serve(cfg: TwinCommandConfig) -> None:
         if cameras is not None:
             cameras.stop()
             announcement_path(twin.device or "").unlink(missing_ok=True)
+        if scene is not None:
+            scene.stop()
         twin.close()
         signal.signal(signal.SIGTERM, previous)
     print("SO-101 twin stopped", flush=True)

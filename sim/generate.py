@@ -32,6 +32,7 @@ from data.dataset import ROBOT_TYPE, SOURCE, prepare_output, quiet_encoders, so1
 from data.keys import ACTION, OBS_STATE, SOURCE_SIM, TASK, image_key
 from data.workers import guarded_initializer, raise_if_setup_failed
 from safety.config import SafetyConfig
+from sim.domain import DOMAINS, RealWorld
 from sim.randomize import DomainRandomization
 from sim.registry import resolve_task
 
@@ -52,17 +53,30 @@ class TaskConfig:
     # --task.randomize.camera/lighting/colors/objects/actuators=true, each with its ranges
     # (e.g. --task.randomize.camera_fov_deg='[-6,6]'). Off by default.
     randomize: DomainRandomization = field(default_factory=DomainRandomization)
+    # "sim", or "real": the twin's world without the bus (sim/domain.py), for `armvla eval`
+    # only; real-domain data comes only through `armvla record` on the twin or an arm.
+    domain: str = "sim"
+    # The real domain's settings (camera pose and lens, light, table, gripper torque, JPEG),
+    # e.g. --task.world.camera_fov_deg=3; the defaults are the twin's.
+    world: RealWorld = field(default_factory=RealWorld)
 
     def __post_init__(self):
         resolve_task(self.name)
+        if self.domain not in DOMAINS:
+            raise ValueError(f"--task.domain must be one of {DOMAINS}, got {self.domain!r}")
         if self.image_size < 16:
             raise ValueError(f"--task.image_size must be >= 16, got {self.image_size}")
         if not self.cameras:
             raise ValueError("--task.cameras needs at least one camera")
 
-    def randomization_kwargs(self) -> dict | None:
-        """The env's ``randomization`` argument: the switches and ranges, None when all off."""
-        return asdict(self.randomize) if self.randomize.enabled else None
+    def env_kwargs(self) -> dict:
+        """The env's ``randomization`` (the switches and ranges, None when all off),
+        ``domain`` and ``world`` arguments."""
+        return {
+            "randomization": asdict(self.randomize) if self.randomize.enabled else None,
+            "domain": self.domain,
+            "world": asdict(self.world),
+        }
 
 
 @dataclass
@@ -121,6 +135,11 @@ class GenerateConfig:
     takeover_ticks: list[int] = field(default_factory=lambda: [15, 130])
 
     def __post_init__(self):
+        if self.task.domain != "sim":
+            raise ValueError(
+                "armvla generate writes sim demos only (--task.domain=sim): real-domain data "
+                "comes through `armvla record` on the twin or an arm, never from the simulator"
+            )
         if self.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.workers < 0:
@@ -172,7 +191,7 @@ def _init_worker(
     cameras: tuple[str, ...],
     safety_gate: bool,
     driver: TakeoverDriver | None = None,
-    randomization: dict | None = None,
+    env_kwargs: dict | None = None,
 ) -> None:
     # The main process owns Ctrl-C: it stops the pool and finalizes the dataset.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -187,7 +206,7 @@ def _init_worker(
     # what the gated arm does. Either way the dataset's action is the expert's request (its
     # intent, as lerobot records a leader arm's position), which the gate filters when a
     # policy trained on it runs.
-    env = make_env(task_name, image_size=image_size, cameras=cameras, randomization=randomization)
+    env = make_env(task_name, image_size=image_size, cameras=cameras, **(env_kwargs or {}))
     # A takeover policy always drives through the gate, as in `armvla eval`; the expert after
     # it only with --safety_gate (run_expert_episode steps the wrapped env otherwise).
     _worker_env = env
@@ -449,7 +468,7 @@ def generate(cfg: GenerateConfig, driver: TakeoverDriver | None = None) -> dict:
             tuple(cfg.task.cameras),
             cfg.safety_gate,
             driver,
-            cfg.task.randomization_kwargs(),
+            cfg.task.env_kwargs(),
         ),
     )
     bar = tqdm(total=cfg.episodes, desc=f"generate {cfg.task.name}", unit="ep")

@@ -23,9 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
+from sim.domain import jpeg_encode
 
-JPEG_QUALITY = 95
 ANNOUNCE_DIR = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / "armvla-twins"
 
 
@@ -84,6 +83,7 @@ class TwinCameraPublisher:
             return
         self._ready.set()
         period = 1.0 / self.fps
+        quality = self.twin.config.world.jpeg_quality
         next_t = time.perf_counter()
         try:
             while not self._stop.is_set():
@@ -93,12 +93,9 @@ class TwinCameraPublisher:
                 for name, rgb in images.items():
                     # lerobot's image server encodes the RGB array as is and its camera decodes
                     # it with cv2.imdecode, so the channels come back in RGB order.
-                    ok, jpeg = cv2.imencode(
-                        ".jpg", rgb, [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY]
-                    )
-                    if ok:
-                        message["images"][name] = base64.b64encode(jpeg).decode("ascii")
-                        message["timestamps"][name] = stamp
+                    jpeg = jpeg_encode(rgb, quality)
+                    message["images"][name] = base64.b64encode(jpeg).decode("ascii")
+                    message["timestamps"][name] = stamp
                 with contextlib.suppress(zmq.Again):
                     socket.send_string(json.dumps(message), zmq.NOBLOCK)
                 self.frames_published += 1
@@ -118,8 +115,17 @@ def announcement_path(device: str) -> Path:
     return ANNOUNCE_DIR / (Path(os.path.realpath(device)).name + ".json")
 
 
-def announce(device: str, host: str, port: int, cameras: tuple[str, ...], image_size: int) -> Path:
-    """Writes how to reach a twin's cameras, keyed by its pty; returns the file."""
+def announce(
+    device: str,
+    host: str,
+    port: int,
+    cameras: tuple[str, ...],
+    image_size: int,
+    scene_port: int | None = None,
+    task: str | None = None,
+) -> Path:
+    """Writes how to reach a twin's cameras (and its scene channel), keyed by its pty; returns
+    the file."""
     path = announcement_path(device)
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {
@@ -128,6 +134,8 @@ def announce(device: str, host: str, port: int, cameras: tuple[str, ...], image_
         "port": port,
         "cameras": list(cameras),
         "image_size": image_size,
+        "scene_port": scene_port,
+        "task": task,
         "pid": os.getpid(),
     }
     tmp = path.with_suffix(".tmp")

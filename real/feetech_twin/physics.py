@@ -1,4 +1,4 @@
-"""MuJoCo behind the servos: the pick scene stepped in (scaled) real time on its own thread.
+"""MuJoCo behind the servos: a task's scene stepped in (scaled) real time on its own thread.
 
 Each physics step turns every servo's registers into actuator settings (goal -> speed-limited
 position target, P/D coefficients -> gains, torque limits -> force range, torque off -> zero
@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, replace
 
 import mujoco
 import numpy as np
 
 from real.feetech_twin.servo import Servo, ThermalConfig
 from safety import so101
-from sim.envs.pick_color_cube import PickColorCubeEnv
+from sim.domain import as_world
+from sim.registry import make_env
 
 # lerobot's SO-101 follower writes P=16, D=32 at configure(); the MJCF gains model the servo at
 # those settings, so other coefficients scale the gains proportionally.
@@ -36,8 +38,11 @@ class TwinPhysics:
         thermal: thermal model parameters.
         max_speed_deg_s: no-load speed of a servo when Goal_Velocity is 0 (its maximum).
         realtime_factor: simulated seconds per wall-clock second.
-        seed: scene layout (cube positions, target colour, arm start pose noise).
+        seed: scene layout (object poses, the instruction's choices, arm start pose noise).
         image_size, cameras: renderer settings of the scene (for a sim-camera adapter).
+        task: the registered task whose scene the servos drive.
+        domain: ``"real"`` (the twin's own world, sim/domain.py) or ``"sim"`` (the sim env's).
+        world: the real domain's settings (a RealWorld or a dict of its fields).
     """
 
     def __init__(
@@ -50,13 +55,26 @@ class TwinPhysics:
         seed: int = 0,
         image_size: int = 96,
         cameras: tuple[str, ...] = ("front", "wrist"),
+        task: str = "PickColorCube-v1",
+        domain: str = "real",
+        world=None,
     ):
         self.servos = servos
         self.lock = lock
         self.thermal = thermal
         self.max_speed = np.deg2rad(max_speed_deg_s) if max_speed_deg_s > 0 else np.inf
         self.realtime_factor = realtime_factor
-        self.env = PickColorCubeEnv(render_mode="rgb_array", image_size=image_size, cameras=cameras)
+        # The gripper's torque cap is the servo's Torque_Limit register here (lerobot writes
+        # 50 % to it at configure), not a changed model: the env keeps the full force range.
+        world = replace(as_world(world), gripper_torque=1.0)
+        self.env = make_env(
+            task,
+            render_mode="rgb_array",
+            image_size=image_size,
+            cameras=cameras,
+            domain=domain,
+            world=asdict(world),
+        ).unwrapped
         self.env.reset(seed=seed)
         self.model, self.data = self.env.model, self.env.data
         self.dt = self.model.opt.timestep

@@ -72,10 +72,11 @@ class TwinProcess:
                 self._ready.set()
 
     def max_lift_cm(self) -> dict[str, float]:
-        """Highest lift of each cube over the status lines so far (cm)."""
+        """Highest lift of each task object (cube, rope end, towel corner) over the status
+        lines so far (cm)."""
         best: dict[str, float] = {}
         for line in list(self.lines):
-            m = re.search(r"cube_lift_cm=(\{.*\})", line)
+            m = re.search(r"lift_cm=(\{.*\})", line)
             if m:
                 for color, cm in json.loads(m.group(1)).items():
                     best[color] = max(best.get(color, 0.0), cm)

@@ -1,4 +1,4 @@
-"""``SO101Twin``: six emulated STS3215 servos on a pseudo-terminal, driving the MuJoCo pick scene.
+"""``SO101Twin``: six emulated STS3215 servos on a pseudo-terminal, driving a task's MuJoCo scene.
 
 lerobot's unmodified SO-101 follower connects to ``twin.port`` as it would to ``/dev/ttyACM0``::
 
@@ -21,9 +21,10 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import mujoco
 import numpy as np
 
 from real.feetech_twin.control_table import RESOLUTION
@@ -31,6 +32,8 @@ from real.feetech_twin.emulator import BusStats, FaultConfig, FeetechBus, PtySer
 from real.feetech_twin.physics import TwinPhysics
 from real.feetech_twin.servo import STEPS_PER_RAD, JointEncoder, Servo, ThermalConfig
 from safety import so101
+from sim.domain import DOMAINS, RealWorld
+from sim.registry import resolve_task
 
 MOTOR_IDS = {name: i + 1 for i, name in enumerate(so101.SO101_JOINTS)}  # lerobot's SO-101 ids
 # Arbitrary, like a real arm's: where each horn happened to sit on its encoder when assembled.
@@ -88,7 +91,16 @@ class TwinConfig:
     calibration_dir: Path | None = None
     # Simulated seconds per wall-clock second; 1.0 is real time (what the real arm does).
     realtime_factor: float = 1.0
-    # Scene layout: cube positions, target colour, arm start pose noise.
+    # The task whose scene is behind the bus: any registered family (`armvla generate --help`).
+    task: str = "PickColorCube-v1"
+    # The world behind the bus: "real" renders and behaves unlike the sim envs, as an arm's
+    # world does (sim/domain.py: camera pose and lens, light, table, JPEG; the gripper's torque
+    # cap is its servo's register); "sim" serves the sim env's own world (to tell the bus's
+    # effects from the domain gap).
+    domain: str = "real"
+    # The real domain's settings, e.g. --world.camera_fov_deg=3 (defaults: sim/domain.py).
+    world: RealWorld = field(default_factory=RealWorld)
+    # Scene layout: object poses, the instruction's choices, arm start pose noise.
     seed: int = 0
     # Servo speed when Goal_Velocity is 0 (the STS3215's no-load speed is ~270-310 °/s).
     max_speed_deg_s: float = 300.0
@@ -103,6 +115,9 @@ class TwinConfig:
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
 
     def __post_init__(self):
+        resolve_task(self.task)
+        if self.domain not in DOMAINS:
+            raise ValueError(f"--domain must be one of {DOMAINS}, got {self.domain!r}")
         if self.realtime_factor <= 0:
             raise ValueError(f"realtime_factor must be > 0, got {self.realtime_factor}")
         if self.max_speed_deg_s < 0:
@@ -117,12 +132,12 @@ class TwinConfig:
 
 
 class SO101Twin:
-    """Emulated SO-101 servo bus on a pty, backed by the MuJoCo pick scene.
+    """Emulated SO-101 servo bus on a pty, backed by a task's MuJoCo scene.
 
     Attributes:
         port: the serial port path to give lerobot (``--robot.port``); set by :meth:`start`.
         lock: guards the MuJoCo state and the servo registers; hold it to read ``data`` or render.
-        env: the ``PickColorCubeEnv`` whose model and data the servos drive.
+        env: the task env (unwrapped) whose model and data the servos drive.
         servos: the six :class:`Servo` objects in lerobot's motor order.
     """
 
@@ -149,8 +164,12 @@ class SO101Twin:
             seed=cfg.seed,
             image_size=cfg.image_size,
             cameras=cfg.cameras,
+            task=cfg.task,
+            domain=cfg.domain,
+            world=asdict(cfg.world),
         )
         self.env = self.physics.env
+        self._scene_seed = cfg.seed
         self.bus = FeetechBus(self.servos, random.Random(cfg.seed))
         self.set_faults(cfg.faults)
         self.port: str | None = None  # what lerobot opens: the link if configured, else the pty
@@ -222,6 +241,25 @@ class SO101Twin:
                 servo.injected_error = faults.error_bits.get(servo.name, 0)
                 servo.extra_heat_c_per_s = faults.heat_c_per_s.get(servo.name, 0.0)
                 self.physics.block(i, servo.name in faults.blocked_joints)
+
+    @property
+    def scene_seed(self) -> int:
+        """The seed of the scene on the table now (the config's, then each reset's)."""
+        return self._scene_seed
+
+    def reset_scene(self, seed: int, options: dict | None = None) -> None:
+        """Lays the task's objects out anew (the seed's layout and instruction) and leaves the
+        arm where it is: what a person does between episodes at a real arm."""
+        env, data = self.env, self.env.data
+        with self.lock:
+            arm_q = data.qpos[env._arm_qpos].copy()
+            arm_qd = data.qvel[env._arm_dof].copy()
+            ctrl = data.ctrl.copy()
+            env.reset_scene(seed=seed, options=options or {})
+            data.qpos[env._arm_qpos], data.qvel[env._arm_dof] = arm_q, arm_qd
+            data.ctrl[:] = ctrl
+            mujoco.mj_forward(env.model, data)
+            self._scene_seed = seed
 
     def wait_for_late_replies(self, timeout_s: float = 5.0) -> None:
         """Returns once every reply the ``late_reply`` fault held back has gone out on the wire

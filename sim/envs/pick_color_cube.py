@@ -51,6 +51,7 @@ class PickColorCubeEnv(TabletopEnv):
 
     scene_xml = SCENE_XML
     randomized_objects = tuple(f"cube_{c}" for c in COLORS)
+    task_attributes = ("instruction", "target", "_rest_z")
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ class RopeToMarkEnv(TabletopEnv):
     """
 
     scene_xml = SCENE_XML
+    task_attributes = ("instruction", "end", "mark", "_left_vertex")
 
     def __init__(self, success_radius: float = 0.03, layout: RopeLayout = RopeLayout(), **kwargs):
         """``success_radius``: how near the named mark the named end must be (m); ``layout``:

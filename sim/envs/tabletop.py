@@ -26,6 +26,7 @@ import numpy as np
 
 from data.keys import OBS_STATE, TASK, image_key
 from safety import so101
+from sim.domain import DOMAINS, RealWorld, apply_world, as_world, jpeg_roundtrip
 from sim.randomize import DomainRandomization, SceneRandomizer, as_randomization
 from sim.render import CameraRig
 
@@ -53,11 +54,18 @@ class TabletopEnv(gym.Env):
         fast_render: no shadows or multisampling (10-100x faster on a CPU).
         randomization: a :class:`sim.randomize.DomainRandomization` (or a dict of its fields),
             drawn anew at every reset; what was drawn is ``info["domain"]`` of the reset.
+        domain: ``"sim"``, or ``"real"`` for the twin's world without the bus (camera pose and
+            lens, light, table, gripper torque cap, JPEG frames; :mod:`sim.domain`).
+        world: the real domain's settings (a :class:`sim.domain.RealWorld` or a dict of its
+            fields; default its defaults, which are the twin's).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     scene_xml: Path  # set by each task
     randomized_objects: tuple[str, ...] = ()  # bodies resized / recoloured by randomization
+    # What a reset decided besides the MuJoCo state (the instruction's choices, rest heights):
+    # with it, scene_state() puts a copy of the env in the same scene.
+    task_attributes: tuple[str, ...] = ("instruction",)
 
     def __init__(
         self,
@@ -68,6 +76,8 @@ class TabletopEnv(gym.Env):
         hold_steps: int = 10,
         fast_render: bool = True,
         randomization: DomainRandomization | dict | None = None,
+        domain: str = "sim",
+        world: RealWorld | dict | None = None,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -87,18 +97,22 @@ class TabletopEnv(gym.Env):
         self._arm_qpos = np.array([self.model.joint(j).qposadr[0] for j in so101.SO101_JOINTS])
         self._arm_dof = np.array([self.model.joint(j).dofadr[0] for j in so101.SO101_JOINTS])
         self._grasp_site = self.model.site("grasp").id
+        if domain not in DOMAINS:
+            raise ValueError(f"unknown domain {domain!r}; choose from {DOMAINS}")
+        self.domain = domain
+        self.world = as_world(world) if domain == "real" else None
+        gripper = self.model.actuator("gripper").id
+        fixed_cameras = [i for i in range(self.model.ncam) if self.model.cam_bodyid[i] == 0]
+        if self.world is not None:  # before the randomizer: it varies the real world's scene
+            apply_world(self.model, self.world, fixed_cameras, "table", gripper)
         self.randomization = as_randomization(randomization)
         self._randomizer = None
         if self.randomization is not None and self.randomization.enabled:
-            gripper = self.model.actuator("gripper").id
             self._randomizer = SceneRandomizer(
                 self.model,
                 self.randomization,
-                cameras=[
-                    self.model.camera(i).name
-                    for i in range(self.model.ncam)
-                    if self.model.cam_bodyid[i] == 0
-                ],  # fixed in the world, not the wrist's
+                # fixed in the world, not the wrist's
+                cameras=[self.model.camera(i).name for i in fixed_cameras],
                 objects=list(self.randomized_objects),
                 table="table",
                 arm_actuators=[a for a in range(self.model.nu) if a != gripper],
@@ -149,6 +163,16 @@ class TabletopEnv(gym.Env):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        domain = self.reset_scene(seed=seed, options=options)
+        obs = self._observe()
+        info = self._info(success=False)
+        if domain is not None:
+            info["domain"] = domain
+        return obs, info
+
+    def reset_scene(self, *, seed: int | None = None, options: dict | None = None) -> dict | None:
+        """:meth:`reset` without the observation (nothing is rendered, so any thread may call
+        it); returns what the randomization drew, or None."""
         super().reset(seed=seed)
         self._choose_task(options or {})
         mujoco.mj_resetData(self.model, self.data)
@@ -165,11 +189,7 @@ class TabletopEnv(gym.Env):
             mujoco.mj_step(self.model, self.data)
         self._after_settle()
         self._held = 0
-        obs = self._observe()
-        info = self._info(success=False)
-        if domain is not None:
-            info["domain"] = domain
-        return obs, info
+        return domain
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
@@ -223,6 +243,38 @@ class TabletopEnv(gym.Env):
         """Height (m) each task object rose above its rest; eval reports what was lifted."""
         return {}
 
+    def scene_state(self) -> dict:
+        """The scene now, JSON-ready: the MuJoCo state and what the reset decided
+        (``task_attributes``); :meth:`set_scene_state` on another instance of the same task
+        reproduces it (the twin's side channel serves it to the scripted operator)."""
+        d = self.data
+        return {
+            "nq": int(self.model.nq),
+            "qpos": d.qpos.tolist(),
+            "qvel": d.qvel.tolist(),
+            "mocap_pos": d.mocap_pos.tolist(),
+            "mocap_quat": d.mocap_quat.tolist(),
+            "task": {a: _jsonable(getattr(self, a)) for a in self.task_attributes},
+        }
+
+    def set_scene_state(self, state: dict) -> None:
+        """Puts this env in the scene ``state`` (from :meth:`scene_state` of the same task)."""
+        if state.get("nq") != self.model.nq or set(state.get("task", {})) != set(
+            self.task_attributes
+        ):
+            raise ValueError(
+                f"scene state of another task (nq {state.get('nq')} and {sorted(state.get('task', {}))}"
+                f", this {type(self).__name__} has nq {self.model.nq} and "
+                f"{sorted(self.task_attributes)})"
+            )
+        d = self.data
+        d.qpos[:], d.qvel[:] = state["qpos"], state["qvel"]
+        if self.model.nmocap:
+            d.mocap_pos[:], d.mocap_quat[:] = state["mocap_pos"], state["mocap_quat"]
+        for name, value in state["task"].items():
+            setattr(self, name, value)
+        mujoco.mj_forward(self.model, self.data)
+
     # ------------------------------------------------------------------ internals
     def _instabilities(self) -> int:
         w = self.data.warning
@@ -237,7 +289,21 @@ class TabletopEnv(gym.Env):
 
     def _observe(self) -> dict:
         self._last_images = self._rig.render(self.data)
+        if self.world is not None:  # the frames the twin's ZMQ camera path delivers
+            q = self.world.jpeg_quality
+            self._last_images = {c: jpeg_roundtrip(i, q) for c, i in self._last_images.items()}
         obs = {image_key(cam): img for cam, img in self._last_images.items()}
         obs[OBS_STATE] = so101.from_radians(self.arm_qpos()).astype(np.float32)
         obs[TASK] = self.instruction
         return obs
+
+
+def _jsonable(value):
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -69,6 +69,7 @@ class TowelEnv(TabletopEnv):
     """What the towel families share: the scene, its layout and the towel's privileged state."""
 
     scene_xml = SCENE_XML
+    task_attributes = ("instruction", "_corner")
 
     def __init__(self, layout: TowelLayout = TowelLayout(), **kwargs):
         """``layout``: where the towel and marks may lie; the rest as :class:`TabletopEnv`."""
@@ -181,6 +182,8 @@ class TowelLiftCornerEnv(TowelEnv):
     corner and the instruction text.
     """
 
+    task_attributes = (*TowelEnv.task_attributes, "side")
+
     def __init__(self, lift_height: float = 0.03, **kwargs):
         """``lift_height``: how far the named corner must rise (m); the rest as
         :class:`TowelEnv`."""
@@ -225,6 +228,8 @@ class TowelToMarkEnv(TowelEnv):
     Reset options: ``{"mark": "red"|"blue", "instruction": str}`` override the sampled mark
     and the instruction text.
     """
+
+    task_attributes = (*TowelEnv.task_attributes, "mark")
 
     def __init__(self, success_radius: float = 0.03, min_coverage: float = 0.6, **kwargs):
         """``success_radius``: how near the named mark the towel's centre must be (m);
