@@ -8,9 +8,11 @@ handed to the :class:`~real.recorder.EpisodeRecorder`, whose writer thread encod
 each episode atomically, so recording never blocks the loop and a crash loses at most the
 episode in flight.
 
-Teleoperators: lerobot's SO-101 leader arm (``--teleop.type=so101_leader``), the keyboard
-end-effector teleop (``--teleop.type=armvla_keyboard_ee``) or dataset playback
-(``--teleop.type=armvla_replay``); see real/teleop.py.
+Teleoperators: lerobot's SO-101 leader arm (``--teleop.type=so101_leader``: a person, on a
+physical arm), the keyboard end-effector teleop (``--teleop.type=armvla_keyboard_ee``), dataset
+playback (``--teleop.type=armvla_replay``; see real/teleop.py) or, on the twin only, the
+scripted operator (``--teleop.type=armvla_twin_operator``; real/operator.py), which plays the
+person: it sees the scene through the twin's side channel and plans with the task's expert.
 
 Keys (lerobot's): ``n`` or Right ends the episode (saved) or the reset period early, ``r`` or
 Left re-records the episode, ``q`` or Esc saves it and stops. Ctrl-C and SIGTERM stop too: the
@@ -61,6 +63,7 @@ try:  # lerobot's configs register their --robot.type / --teleop.type choices on
     from lerobot.teleoperators import TeleoperatorConfig
     from lerobot.teleoperators.so_leader import SO101LeaderConfig  # noqa: F401
 
+    import real.operator  # noqa: F401  (armvla_twin_operator)
     import real.teleop  # noqa: F401  (armvla_keyboard_ee, armvla_replay)
 except ImportError:  # pragma: no cover - lerobot is a hard dependency
     RobotConfig = TeleoperatorConfig = object
@@ -195,14 +198,15 @@ def record(cfg: RecordConfig) -> dict:
             f"cannot resume: {ds.root} holds no dataset (no meta/info.json); drop --resume to "
             "create it"
         )
-    task = ds.single_task or _ask_task()
+    teleop = make_teleoperator(cfg.teleop)
+    # A scripted operator takes each episode's instruction from its scene.
+    task = ds.single_task or (None if getattr(teleop, "provides_tasks", False) else _ask_task())
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     run_dir = cfg.out / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    teleop = make_teleoperator(cfg.teleop)
     arm = recorder = None
     controls = RecordingControls(teleop)
     summary: dict = {"task": task, "root": str(ds.root)}
@@ -275,6 +279,7 @@ class RecordingSession:
         self.end_reason = "done"
         self._t_start = time.monotonic()
         self._last_stamps = None
+        self.tasks: dict[str, int] = {}  # instruction -> episodes started with it
         self._teleop_feedback = callable(getattr(teleop, "send_feedback", None)) and bool(
             getattr(teleop, "feedback_features", None)
         )
@@ -283,13 +288,19 @@ class RecordingSession:
         ds, rec = self.cfg.dataset, self.recorder
         self.cameras = cameras
         saved = rerecorded = 0
-        print(f"recording {ds.num_episodes} episode(s) of {task!r} into {ds.root}")
+        what = repr(task) if task else "the scene's own instructions"
+        print(f"recording {ds.num_episodes} episode(s) of {what} into {ds.root}")
         while saved < ds.num_episodes:
             if hasattr(self.teleop, "start_episode"):
                 self.teleop.start_episode()
-            rec.start_episode(task)
+            episode_task = getattr(self.teleop, "episode_task", None) or task
+            self.tasks[episode_task] = self.tasks.get(episode_task, 0) + 1
+            rec.start_episode(episode_task)
             number = rec.status().episodes_committed + rec.status().pending_saves
-            print(f"episode {number}: recording (n: save, r: re-record, q: stop)", flush=True)
+            print(
+                f"episode {number}: recording {episode_task!r} (n: save, r: re-record, q: stop)",
+                flush=True,
+            )
             outcome = self._phase(ds.episode_time_s, recording=True)
             if outcome == "rerecord":
                 rec.discard_episode()
@@ -317,6 +328,7 @@ class RecordingSession:
         return {
             "episodes_saved": saved,
             "episodes_rerecorded": rerecorded,
+            "tasks": self.tasks,
             "end": self.end_reason,
             "ticks": self.tick,
             "period_p50_ms": float(np.percentile(periods, 50)),
@@ -350,7 +362,9 @@ class RecordingSession:
             if outcome is not None:
                 return outcome
             if recording and getattr(self.teleop, "finished", False):
-                return "done"  # a replayed episode has ended
+                return "done"  # a replayed episode has ended, or the operator's task is done
+            if recording and getattr(self.teleop, "gave_up", False):
+                return "rerecord"  # the scripted operator failed: a fresh scene, once more
             self.tick += 1
             next_t += self.period
             delay = next_t - time.perf_counter()

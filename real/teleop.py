@@ -276,6 +276,10 @@ def make_teleoperator(config: TeleoperatorConfig) -> Teleoperator:
         return KeyboardEETeleop(config)
     if isinstance(config, DatasetReplayTeleopConfig):
         return DatasetReplayTeleop(config)
+    from real.operator import TwinOperator, TwinOperatorConfig
+
+    if isinstance(config, TwinOperatorConfig):
+        return TwinOperator(config)
     from lerobot.teleoperators import make_teleoperator_from_config
 
     return make_teleoperator_from_config(config)

@@ -73,6 +73,11 @@ class FlexGraspExpert(ArmMotion):
         self._last_grip: float | None = None
         self._clear_motion(open_pct=self.p["open_pct"])
 
+    @property
+    def gave_up(self) -> bool:
+        """It has used all its grasps and holds still (``MAX_ATTEMPTS``)."""
+        return self._attempts >= MAX_ATTEMPTS
+
     def take_over(self) -> None:
         """Starts a plan from the state another controller left (DAgger takeover demos): the
         jaws open over the vertex from where they are."""
