@@ -64,7 +64,7 @@ def _check_cameras(root: Path, meta, cameras: tuple[str, ...]) -> None:
 def check_mixture(roots: list[Path], cameras: tuple[str, ...]) -> None:
     """Fails before any video is decoded if the datasets of a mixture cannot train together:
     each must exist, have the policy's cameras, and agree with the first dataset on the frame
-    rate and on the shape and joint names of ``observation.state`` and ``action``. The error
+    rate, the robot type and the shape and joint names of ``observation.state`` and ``action``. The error
     names the dataset and the feature."""
     first, first_meta = None, None
     for root in roots:
@@ -78,6 +78,11 @@ def check_mixture(roots: list[Path], cameras: tuple[str, ...]) -> None:
                 f"dataset {root} is recorded at {meta.fps} fps but {first} at "
                 f"{first_meta.fps} fps; a mixture needs one frame rate (re-record it, or drop it "
                 "from --data.roots)"
+            )
+        if meta.robot_type != first_meta.robot_type:
+            raise ValueError(
+                f"dataset {root} was recorded on robot type {meta.robot_type!r} but {first} on "
+                f"{first_meta.robot_type!r}; a mixture needs one robot (drop it from --data.roots)"
             )
         for key in (OBS_STATE, ACTION):
             if key not in meta.features:

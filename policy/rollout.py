@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.keys import OBS_STATE, TASK, image_key
+from data.keys import OBS_STATE, SOURCE_REAL, SOURCE_SIM, TASK, image_key
 from data.workers import guarded_initializer, raise_if_setup_failed
 
 # A cube counts as lifted above 2 cm: the threshold the task itself uses for "the other cubes
@@ -34,11 +34,22 @@ class EpisodeJob:
 
 _env = None
 _policy = None
+_source = SOURCE_SIM  # whose normalization statistics the policy uses here
 _failures_recorded = None  # shared counter: failure recordings the main process has kept
 _record_failures = 0
 
 
 @guarded_initializer
+def inference_source(policy, domain: str) -> str:
+    """The normalization statistics a policy uses in a domain: the real data's in the real
+    domain when it was trained on some (as `armvla run` on an arm or the twin does), else the
+    sim data's."""
+    sources = list(policy.normalizer.sources)
+    if domain == SOURCE_REAL and SOURCE_REAL in sources:
+        return SOURCE_REAL
+    return SOURCE_SIM if SOURCE_SIM in sources else sources[0]
+
+
 def init_worker(
     policy_path: str,
     task_name: str,
@@ -65,8 +76,9 @@ def init_worker(
     # Each worker's "Loading weights" bar would garble the eval progress bar, and any tqdm bar
     # in a worker creates a multiprocessing lock that pool.terminate() on Ctrl-C leaks.
     hf_logging.disable_progress_bar()
-    global _env, _policy, _failures_recorded, _record_failures
+    global _env, _policy, _failures_recorded, _record_failures, _source
     _policy = load_policy(policy_path)
+    _source = inference_source(_policy, (env_kwargs or {}).get("domain", "sim"))
     # Every command passes the safety gate, as on the arm (DESIGN.md decision 7).
     _env = SafetyGateWrapper(
         make_env(
@@ -107,7 +119,7 @@ def run_episode(job: EpisodeJob) -> dict:
     instruction = None
     length = 0
     while True:
-        batch = obs_to_batch(obs)
+        batch = obs_to_batch(obs, source=_source)
         instruction = instruction or batch[TASK][0]  # what the policy was actually told
         action = action_to_env(policy.select_action(batch))
         _keep_frame(frames, obs, action, env)

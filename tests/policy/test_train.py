@@ -33,7 +33,9 @@ def sim_dataset(tmp_path_factory) -> Path:
     return out
 
 
-def _real_dataset(root: Path, frames: int = 12, fps: int = 30, joints: int = 6) -> Path:
+def _real_dataset(
+    root: Path, frames: int = 12, fps: int = 30, joints: int = 6, robot_type="so101_follower"
+) -> Path:
     """A tiny teleop-like dataset tagged source=real (synthetic frames); ``joints`` other than 6
     gives an action feature of another arm."""
     features = so101_features(("front", "wrist"), 48, 48)
@@ -41,7 +43,7 @@ def _real_dataset(root: Path, frames: int = 12, fps: int = 30, joints: int = 6) 
         names = [f"joint_{i}.pos" for i in range(joints)]
         features[ACTION] = {"dtype": "float32", "shape": (joints,), "names": names}
     ds = LeRobotDataset.create(
-        "test/real", fps=fps, features=features, root=root, robot_type="so101_follower"
+        "test/real", fps=fps, features=features, root=root, robot_type=robot_type
     )
     rng = np.random.default_rng(0)
     for i in range(frames):
@@ -165,6 +167,9 @@ def test_a_mixture_with_mismatched_features_fails_before_training(sim_dataset, t
     slow = _real_dataset(tmp_path / "slow", frames=3, fps=15)
     with pytest.raises(ValueError, match=r"dataset .*slow is recorded at 15 fps"):
         check_mixture([sim_dataset, slow], ("front",))
+    koch = _real_dataset(tmp_path / "koch", frames=3, robot_type="koch_follower")
+    with pytest.raises(ValueError, match=r"dataset .*koch was recorded on robot type 'koch_f"):
+        check_mixture([sim_dataset, koch], ("front",))
     with pytest.raises(ValueError, match=r"dataset .*seven.*no camera\(s\) \['top'\]"):
         check_mixture([seven], ("top",))
     out = tmp_path / "never"
