@@ -39,7 +39,6 @@ _failures_recorded = None  # shared counter: failure recordings the main process
 _record_failures = 0
 
 
-@guarded_initializer
 def inference_source(policy, domain: str) -> str:
     """The normalization statistics a policy uses in a domain: the real data's in the real
     domain when it was trained on some (as `armvla run` on an arm or the twin does), else the
@@ -50,6 +49,7 @@ def inference_source(policy, domain: str) -> str:
     return SOURCE_SIM if SOURCE_SIM in sources else sources[0]
 
 
+@guarded_initializer
 def init_worker(
     policy_path: str,
     task_name: str,

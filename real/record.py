@@ -68,6 +68,9 @@ try:  # lerobot's configs register their --robot.type / --teleop.type choices on
 except ImportError:  # pragma: no cover - lerobot is a hard dependency
     RobotConfig = TeleoperatorConfig = object
 
+# A session that re-records more than this many times its episode count stops (the scripted
+# operator failing scene after scene means something is wrong with the twin or the task).
+MAX_RERECORDS_PER_EPISODE = 2
 # What a key does, in lerobot's recording convention (letters work over laggy SSH links too).
 CONTROL_KEYS = {
     "n": "exit_early",
@@ -306,6 +309,9 @@ class RecordingSession:
                 rec.discard_episode()
                 rerecorded += 1
                 print(f"episode {number}: discarded, re-recording it", flush=True)
+                if rerecorded > MAX_RERECORDS_PER_EPISODE * ds.num_episodes:
+                    self.end_reason = f"stopped: {rerecorded} episodes re-recorded"
+                    break
             elif outcome in ("done", "stop"):
                 if rec.save_episode():
                     saved += 1
@@ -356,8 +362,13 @@ class RecordingSession:
                 return "stop"
             if controls.take("rerecord_episode"):
                 return "rerecord"
-            if controls.take("exit_early") or time.monotonic() >= t_end:
+            if controls.take("exit_early"):
                 return "done"
+            if time.monotonic() >= t_end:
+                # A scripted operator that ran out of time did not do the task: as a person
+                # would, it records the episode again rather than keep a failed demo.
+                failed = getattr(self.teleop, "provides_tasks", False) and not self.teleop.finished
+                return "rerecord" if recording and failed else "done"
             outcome = self._tick(recording, t_tick)
             if outcome is not None:
                 return outcome
