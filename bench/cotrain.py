@@ -89,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {STAGES}")
     p.add_argument("--policies", default=",".join(POLICIES), help=f"comma list of {POLICIES}")
     p.add_argument("--sim-episodes", type=int, default=800, help="sim demos per sim dataset")
-    p.add_argument("--steps", type=int, default=8000, help="optimizer steps of every policy")
+    p.add_argument("--steps", type=int, default=10000, help="optimizer steps of every policy")
     p.add_argument("--real-weight", type=float, default=0.5, help="real share of mixed samples")
     p.add_argument("--episodes", type=int, default=50, help="eval episodes per family and domain")
     p.add_argument("--seed-start", type=int, default=3_000_000, help="first eval seed")
@@ -124,8 +124,21 @@ def real_root(out: Path, family: str) -> Path:
     return out / "real" / family
 
 
-def record_real(out: Path, family: str, n: int, reset_time_s: float) -> dict:
-    """Records ``n`` demos of ``family`` through the twin (appending to what is there)."""
+def record_real(out: Path, family: str, n: int, reset_time_s: float, sessions: int = 3) -> dict:
+    """Records demos of ``family`` through the twin until ``n`` are there, in up to
+    ``sessions`` sessions: a session the supervisor stops (a loop overrun on a busy machine
+    stops the arm, as it should) is followed by a fresh twin and another session."""
+    result: dict = {"family": family, "sessions": []}
+    for _ in range(sessions):
+        if _episodes(real_root(out, family)) >= n:
+            break
+        result["sessions"].append(_record_session(out, family, n, reset_time_s))
+    result["episodes"] = _episodes(real_root(out, family))
+    return result
+
+
+def _record_session(out: Path, family: str, n: int, reset_time_s: float) -> dict:
+    """One `armvla record` session on a fresh twin, appending to what is there."""
     from lerobot.robots.so_follower import SO101FollowerConfig
 
     from real.feetech_twin.process import TwinProcess
@@ -135,12 +148,12 @@ def record_real(out: Path, family: str, n: int, reset_time_s: float) -> dict:
 
     root = real_root(out, family)
     have = _episodes(root)
-    if have >= n:
-        return {"family": family, "episodes": have, "recorded": 0}
     if root.exists() and have == 0:
         import shutil
 
         shutil.rmtree(root)  # a session killed before its first episode committed
+    logs = out / "record_logs" / family
+    earlier = len([d for d in logs.iterdir() if d.is_dir()]) if logs.is_dir() else 0
     robot_id = "cotrain_twin"
     twin = TwinProcess(out / "calib", robot_id=robot_id, extra_args=[f"--task={family}"])
     try:
@@ -150,8 +163,10 @@ def record_real(out: Path, family: str, n: int, reset_time_s: float) -> dict:
                 robot=SO101FollowerConfig(
                     port=twin.port, id=robot_id, calibration_dir=twin.calibration_dir
                 ),
-                # Scene seeds 0.. (each episode its own), never the eval's.
-                teleop=TwinOperatorConfig(port=twin.port, seed=have),
+                # Scene seeds from 0, each episode its own (a later session starts 10 000
+                # further on per earlier session, past any seed a re-record used), never the
+                # eval's (3 000 000+).
+                teleop=TwinOperatorConfig(port=twin.port, seed=have + 10_000 * earlier),
                 dataset=RecordDatasetConfig(
                     root=root,
                     num_episodes=n - have,
@@ -159,14 +174,13 @@ def record_real(out: Path, family: str, n: int, reset_time_s: float) -> dict:
                     reset_time_s=reset_time_s,
                 ),
                 resume=have > 0,
-                out=out / "record_logs" / family,
+                out=logs,
             )
         )
     finally:
         twin.close()
     return {
-        "family": family,
-        "episodes": _episodes(root),
+        "end": summary.get("end"),
         "recorded": summary.get("episodes_saved", 0),
         "rerecorded": summary.get("episodes_rerecorded", 0),
         "wall_s": round(time.monotonic() - t0, 1),

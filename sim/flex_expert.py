@@ -278,3 +278,59 @@ class TowelDragExpert(FlexGraspExpert):
         self._corrections += 1
         start = self.env.grasp_position()
         return _drag_path(start, start[:2] + offset, n=3)
+
+
+class TowelFoldExpert(FlexGraspExpert):
+    """TowelFold-v1: pinch the named corner along its diagonal, carry it in a half-ellipse over
+    the fold line so that the corner (hanging ~1.3 cm off the grasp point) lands on the
+    opposite corner, correct while holding, let go just above, and rise.
+
+    Measured in the probe (DESIGN.md): released lower the jaws press the lower corner into the
+    table and flick it away as they open; released higher the dropped corner slides back; a
+    flat path (lift, across, down) misses by ~6 cm every time."""
+
+    max_corrections = 2
+    tolerance = 0.008
+
+    def reset(self) -> None:
+        super().reset()
+        u = self._uniform
+        self.p["fold_lift"] = u(0.05, 0.09)  # the half-ellipse's height above the release
+        self.p["release_dz"] = u(0.031, 0.041)  # release height above the grasp height
+        self._corrections = 0
+
+    def vertices(self) -> np.ndarray:
+        return self.env.vertices()
+
+    def _corners(self) -> tuple[int, int]:
+        env = self.env
+        return env.corner_vertex(env.side), env.corner_vertex(env.target_corner())
+
+    def _grasp(self) -> tuple[int, float, float]:
+        corner, _ = self._corners()
+        return corner, _corner_yaw(self.vertices(), corner), TOWEL_GRASP_Z
+
+    def _carry(self, start: np.ndarray) -> np.ndarray:
+        self._corrections = 0
+        pos = self.vertices()
+        src, dst = self._corners()
+        hang = pos[src, :2] - start[:2]  # where the corner sits off the grasp point
+        goal = pos[dst, :2] - hang
+        release_z = start[2] + self.p["release_dz"]
+        s = np.linspace(0.0, 1.0, 13)[1:]
+        xy = start[:2] + s[:, None] * (goal - start[:2])
+        z = release_z + self.p["fold_lift"] * np.sin(np.pi * s) ** 0.7
+        up = np.r_[start[:2], start[2] + 0.5 * self.p["fold_lift"]]
+        return np.vstack([up, np.column_stack([xy, z])])
+
+    def _carry_more(self) -> np.ndarray | None:
+        if self._corrections >= self.max_corrections:
+            return None
+        pos = self.vertices()
+        src, dst = self._corners()
+        error = pos[dst, :2] - pos[src, :2]
+        if np.hypot(*error) < self.tolerance:
+            return None
+        self._corrections += 1
+        grasp = self.env.grasp_position()
+        return np.array([np.r_[grasp[:2] + error, grasp[2]]])

@@ -49,6 +49,13 @@ TASKS: dict[str, TaskSpec] = {
             expert="sim.flex_expert:TowelDragExpert",
             description="drag a towel onto the named mark (red, blue), keeping it spread out",
         ),
+        TaskSpec(
+            name="TowelFold-v1",
+            entry_point="sim.envs.towel:TowelFoldEnv",
+            max_episode_steps=450,
+            expert="sim.flex_expert:TowelFoldExpert",
+            description="fold a towel in half, the named corner (left, right) onto the other",
+        ),
     )
 }
 

@@ -19,16 +19,16 @@ import base64
 import contextlib
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
+from real.feetech_twin.service import TwinService
 from sim.domain import jpeg_encode
 
 ANNOUNCE_DIR = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / "armvla-twins"
 
 
-class TwinCameraPublisher:
+class TwinCameraPublisher(TwinService):
     """Renders the twin's cameras at ``fps`` and publishes them on a ZMQ PUB socket.
 
     Args:
@@ -37,77 +37,47 @@ class TwinCameraPublisher:
         fps: publishing rate.
     """
 
+    socket_type = "PUB"
+    thread_name = "twin-cameras"
+
     def __init__(self, twin, port: int = 0, fps: float = 30.0, host: str = "127.0.0.1"):
-        self.twin = twin
-        self.host = host
-        self.requested_port = port
-        self.port: int | None = None
+        super().__init__(twin, port, host)
         self.fps = fps
         self.frames_published = 0
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> TwinCameraPublisher:
-        self._thread = threading.Thread(target=self._run, name="twin-cameras", daemon=True)
-        self._thread.start()
-        self._ready.wait(timeout=30.0)
-        if self._error is not None:
-            raise RuntimeError(f"twin cameras failed to start: {self._error}") from self._error
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
-
-    def _run(self) -> None:
+    def _setup(self, socket) -> None:
         import zmq
 
-        try:
-            context = zmq.Context()
-            socket = context.socket(zmq.PUB)
-            socket.setsockopt(zmq.SNDHWM, 2)
-            socket.setsockopt(zmq.LINGER, 0)
-            if self.requested_port:
-                socket.bind(f"tcp://{self.host}:{self.requested_port}")
-                self.port = self.requested_port
-            else:
-                self.port = socket.bind_to_random_port(f"tcp://{self.host}")
-            self.twin.render()  # the GL context belongs to this thread from here on
-        except BaseException as exc:  # reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
+        socket.setsockopt(zmq.SNDHWM, 2)
+        self.twin.render()  # the GL context belongs to this thread from here on
+
+    def _teardown(self) -> None:
+        self.twin.close_renderer()  # on this thread: the GL context is current here
+
+    def _serve(self, socket) -> None:
+        import zmq
+
         period = 1.0 / self.fps
         quality = self.twin.config.world.jpeg_quality
         next_t = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                images = self.twin.render()
-                stamp = time.time()
-                message = {"timestamps": {}, "images": {}}
-                for name, rgb in images.items():
-                    # lerobot's image server encodes the RGB array as is and its camera decodes
-                    # it with cv2.imdecode, so the channels come back in RGB order.
-                    jpeg = jpeg_encode(rgb, quality)
-                    message["images"][name] = base64.b64encode(jpeg).decode("ascii")
-                    message["timestamps"][name] = stamp
-                with contextlib.suppress(zmq.Again):
-                    socket.send_string(json.dumps(message), zmq.NOBLOCK)
-                self.frames_published += 1
-                next_t += period
-                delay = next_t - time.perf_counter()
-                if delay < -period:  # fell behind (busy machine): skip, don't burst
-                    next_t = time.perf_counter()
-                self._stop.wait(max(0.0, delay))
-        finally:
-            self.twin.close_renderer()  # on this thread: the GL context is current here
-            socket.close()
-            context.term()
+        while not self._stop.is_set():
+            images = self.twin.render()
+            stamp = time.time()
+            message = {"timestamps": {}, "images": {}}
+            for name, rgb in images.items():
+                # lerobot's image server encodes the RGB array as is and its camera decodes
+                # it with cv2.imdecode, so the channels come back in RGB order.
+                jpeg = jpeg_encode(rgb, quality)
+                message["images"][name] = base64.b64encode(jpeg).decode("ascii")
+                message["timestamps"][name] = stamp
+            with contextlib.suppress(zmq.Again):
+                socket.send_string(json.dumps(message), zmq.NOBLOCK)
+            self.frames_published += 1
+            next_t += period
+            delay = next_t - time.perf_counter()
+            if delay < -period:  # fell behind (busy machine): skip, don't burst
+                next_t = time.perf_counter()
+            self._stop.wait(max(0.0, delay))
 
 
 def announcement_path(device: str) -> Path:

@@ -17,38 +17,21 @@ Its port is announced with the cameras' (:func:`real.feetech_twin.cameras.announ
 from __future__ import annotations
 
 import json
-import threading
+
+from real.feetech_twin.service import TwinService
 
 POLL_MS = 100
 
 
-class SceneChannel:
-    """Serves a started twin's scene over ZMQ REP (module docstring)."""
+class SceneChannel(TwinService):
+    """Serves a twin's scene over ZMQ REP (module docstring)."""
+
+    socket_type = "REP"
+    thread_name = "twin-scene"
 
     def __init__(self, twin, port: int = 0, host: str = "127.0.0.1"):
-        self.twin = twin
-        self.host = host
-        self.requested_port = port
-        self.port: int | None = None
+        super().__init__(twin, port, host)
         self.requests = 0
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SceneChannel:
-        self._thread = threading.Thread(target=self._run, name="twin-scene", daemon=True)
-        self._thread.start()
-        self._ready.wait(timeout=10.0)
-        if self._error is not None:
-            raise RuntimeError(f"twin scene channel failed to start: {self._error}")
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
 
     def handle(self, request: dict) -> dict:
         """One request's reply (also callable directly, without the socket)."""
@@ -72,36 +55,16 @@ class SceneChannel:
         except Exception as exc:  # a bad request must not end the channel
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
-    def _run(self) -> None:
-        import zmq
-
-        try:
-            context = zmq.Context()
-            socket = context.socket(zmq.REP)
-            socket.setsockopt(zmq.LINGER, 0)
-            if self.requested_port:
-                socket.bind(f"tcp://{self.host}:{self.requested_port}")
-                self.port = self.requested_port
+    def _serve(self, socket) -> None:
+        while not self._stop.is_set():
+            if not socket.poll(POLL_MS):
+                continue
+            raw = socket.recv()
+            try:
+                request = json.loads(raw)
+            except ValueError as exc:
+                reply = {"ok": False, "error": f"not JSON: {exc}"}
             else:
-                self.port = socket.bind_to_random_port(f"tcp://{self.host}")
-        except BaseException as exc:  # reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            while not self._stop.is_set():
-                if not socket.poll(POLL_MS):
-                    continue
-                raw = socket.recv()
-                try:
-                    request = json.loads(raw)
-                except ValueError as exc:
-                    reply = {"ok": False, "error": f"not JSON: {exc}"}
-                else:
-                    reply = self.handle(request)
-                self.requests += 1
-                socket.send_string(json.dumps(reply))
-        finally:
-            socket.close()
-            context.term()
+                reply = self.handle(request)
+            self.requests += 1
+            socket.send_string(json.dumps(reply))

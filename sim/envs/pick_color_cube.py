@@ -73,12 +73,7 @@ class PickColorCubeEnv(TabletopEnv):
 
     # ------------------------------------------------------------------ the task
     def _choose_task(self, options: dict) -> None:
-        target = options.get("target")
-        if target is None:
-            target = COLORS[self.np_random.integers(len(COLORS))]
-        if target not in COLORS:
-            raise ValueError(f"unknown target color {target!r}; choose from {COLORS}")
-        self.target = target
+        self.target = target = self._option(options, "target", COLORS, "target color")
         self.instruction = options.get("instruction") or INSTRUCTION_TEMPLATE.format(color=target)
 
     def _place_layout(self, layout) -> None:

@@ -69,15 +69,8 @@ class RopeToMarkEnv(TabletopEnv):
 
     # ------------------------------------------------------------------ the task
     def _choose_task(self, options: dict) -> None:
-        end, mark = options.get("end"), options.get("mark")
-        if end is None:
-            end = ENDS[self.np_random.integers(len(ENDS))]
-        if mark is None:
-            mark = MARK_COLORS[self.np_random.integers(len(MARK_COLORS))]
-        if end not in ENDS:
-            raise ValueError(f"unknown rope end {end!r}; choose from {ENDS}")
-        if mark not in MARK_COLORS:
-            raise ValueError(f"unknown mark {mark!r}; choose from {MARK_COLORS}")
+        end = self._option(options, "end", ENDS, "rope end")
+        mark = self._option(options, "mark", MARK_COLORS, "mark")
         self.end, self.mark = end, mark
         self.instruction = options.get("instruction") or INSTRUCTION_TEMPLATE.format(
             end=end, mark=mark

@@ -153,6 +153,16 @@ class TabletopEnv(gym.Env):
     def _after_settle(self) -> None:
         """Called once the reset's first tick has let contacts settle (measure rest states)."""
 
+    def _option(self, options: dict, key: str, choices: tuple[str, ...], what: str) -> str:
+        """``options[key]`` when given (one of ``choices``, else a ValueError naming ``what``),
+        otherwise one of ``choices`` drawn from ``np_random``."""
+        value = options.get(key)
+        if value is None:
+            value = choices[self.np_random.integers(len(choices))]
+        if value not in choices:
+            raise ValueError(f"unknown {what} {value!r}; choose from {choices}")
+        return value
+
     def _evaluate(self) -> tuple[bool, float, dict]:
         """This tick's (success condition holds, reward, named reward terms); ``_held`` counts
         consecutive ticks of the condition and success needs ``hold_steps`` of them."""

@@ -10,6 +10,10 @@ to its right, with a red and a blue mark beside it. Two families share the scene
   centre (its vertices' mean) within ``success_radius`` (3 cm) of the named mark's centre,
   horizontally, with the towel lying on the table (no vertex more than 2 cm above its rest)
   and still covering at least ``min_coverage`` (60 %) of its flat area, held.
+* ``TowelFold-v1``: "fold the towel in half, left corner onto the right corner" (or right onto
+  left); success is the named corner on the opposite one (within 3 cm), the towel lying in two
+  layers (40-65 % of its flat area covered) and let go, held. Its scene turns the towel's
+  self-collision on, so the folded half rests on the other.
 
 Left and right are the arm's own, as in the rope task: the left corner is the one farthest to
 +y at reset, and every layout keeps it ``min_corner_gap`` ahead of the next corner in y.
@@ -27,9 +31,11 @@ from sim.envs.flex import MARK_COLORS, FlexState, Marks, footprint_area, sample_
 from sim.envs.tabletop import PAN_AXIS_XY, TabletopEnv, reach
 
 SCENE_XML = ASSETS / "towel.xml"
+FOLD_SCENE_XML = ASSETS / "towel_fold.xml"
 SIDES = ("left", "right")
 LIFT_TEMPLATE = "lift the towel by its {side} corner"
 DRAG_TEMPLATE = "drag the towel onto the {mark} mark"
+FOLD_TEMPLATE = "fold the towel in half, {side} corner onto the {other} corner"
 TOWEL_GRID = 7  # vertices per side
 TOWEL_SPACING = 0.02  # rest length of an edge (the flexcomp's spacing)
 TOWEL_RADIUS = 0.008
@@ -193,12 +199,7 @@ class TowelLiftCornerEnv(TowelEnv):
         self.instruction = LIFT_TEMPLATE.format(side=self.side)
 
     def _choose_task(self, options: dict) -> None:
-        side = options.get("corner")
-        if side is None:
-            side = SIDES[self.np_random.integers(len(SIDES))]
-        if side not in SIDES:
-            raise ValueError(f"unknown towel corner {side!r}; choose from {SIDES}")
-        self.side = side
+        self.side = side = self._option(options, "corner", SIDES, "towel corner")
         self.instruction = options.get("instruction") or LIFT_TEMPLATE.format(side=side)
 
     def _evaluate(self) -> tuple[bool, float, dict]:
@@ -242,12 +243,7 @@ class TowelToMarkEnv(TowelEnv):
         self.instruction = DRAG_TEMPLATE.format(mark=self.mark)
 
     def _choose_task(self, options: dict) -> None:
-        mark = options.get("mark")
-        if mark is None:
-            mark = MARK_COLORS[self.np_random.integers(len(MARK_COLORS))]
-        if mark not in MARK_COLORS:
-            raise ValueError(f"unknown mark {mark!r}; choose from {MARK_COLORS}")
-        self.mark = mark
+        self.mark = mark = self._option(options, "mark", MARK_COLORS, "mark")
         self.instruction = options.get("instruction") or DRAG_TEMPLATE.format(mark=mark)
 
     def centre_to_mark(self, mark: str | None = None) -> float:
@@ -267,3 +263,85 @@ class TowelToMarkEnv(TowelEnv):
 
     def _info(self, success: bool) -> dict:
         return {"success": success, "is_success": success, "mark": self.mark}
+
+
+class TowelFoldEnv(TowelEnv):
+    """TowelFold-v1: "fold the towel in half, left corner onto the right corner" (or right onto
+    left). The scene is the towel scene with the towel's self-collision on (towel_fold.xml).
+
+    Success: the named corner's vertex within ``fold_radius`` (3 cm, horizontally) of the
+    opposite corner's and on top of it (at least 8 mm higher: folded that way), the towel lying (no vertex more than ``max_height`` 4 cm above its
+    rest), two layers (its footprint ``coverage`` between 0.4 and 0.65 of its flat area), and
+    let go (no contact between the jaws and the towel), held ``hold_steps`` ticks.
+
+    Reset options: ``{"corner": "left"|"right", "instruction": str}``.
+    """
+
+    scene_xml = FOLD_SCENE_XML
+    task_attributes = (*TowelEnv.task_attributes, "side")
+
+    def __init__(
+        self,
+        fold_radius: float = 0.03,
+        max_height: float = 0.04,
+        coverage_range: tuple[float, float] = (0.4, 0.65),
+        **kwargs,
+    ):
+        """``fold_radius``: how near the opposite corner the named one must lie (m);
+        ``max_height``: highest vertex above its rest (m); ``coverage_range``: the folded
+        footprint's share of the flat area; the rest as :class:`TowelEnv`."""
+        super().__init__(**kwargs)
+        self.fold_radius, self.max_height = fold_radius, max_height
+        self.coverage_range = tuple(coverage_range)
+        self.side = SIDES[0]
+        self.instruction = FOLD_TEMPLATE.format(side=SIDES[0], other=SIDES[1])
+        jaws = [self.model.body(b).id for b in ("gripper", "moving_jaw")]
+        self._jaw_geoms = set(np.flatnonzero(np.isin(self.model.geom_bodyid, jaws)).tolist())
+
+    def _choose_task(self, options: dict) -> None:
+        self.side = side = self._option(options, "corner", SIDES, "towel corner")
+        other = SIDES[1 - SIDES.index(side)]
+        self.instruction = options.get("instruction") or FOLD_TEMPLATE.format(
+            side=side, other=other
+        )
+
+    def target_corner(self) -> str:
+        """The corner the named one goes onto."""
+        return SIDES[1 - SIDES.index(self.side)]
+
+    def corner_gap(self) -> float:
+        """Horizontal distance (m) between the named corner and the one it goes onto."""
+        v = self.vertices()
+        a, b = self._corner[self.side], self._corner[self.target_corner()]
+        return float(np.hypot(*(v[a, :2] - v[b, :2])))
+
+    def jaws_touch_towel(self) -> bool:
+        """Whether a jaw is in contact with the towel (it has not been let go)."""
+        d = self.data
+        for i in range(d.ncon):
+            c = d.contact[i]
+            geoms, flexes = c.geom, c.flex
+            if self.towel.id in (int(flexes[0]), int(flexes[1])) and (
+                int(geoms[0]) in self._jaw_geoms or int(geoms[1]) in self._jaw_geoms
+            ):
+                return True
+        return False
+
+    def _evaluate(self) -> tuple[bool, float, dict]:
+        v = self.vertices()
+        gap = self.corner_gap()
+        top = float(np.max(v[:, 2]) - TOWEL_RADIUS)
+        # Which way it was folded: the named corner lies on the other, not under it.
+        above = v[self._corner[self.side], 2] - v[self._corner[self.target_corner()], 2]
+        terms = {"fold": 1.0 - np.tanh(10.0 * gap)}
+        reward = 0.5 * terms["fold"]
+        if gap > self.fold_radius or top > self.max_height or above < TOWEL_RADIUS:
+            return False, float(reward), terms
+        terms["coverage"] = self.coverage()
+        lo, hi = self.coverage_range
+        if not lo <= terms["coverage"] <= hi:
+            return False, float(reward), terms
+        return not self.jaws_touch_towel(), float(reward), terms
+
+    def _info(self, success: bool) -> dict:
+        return {"success": success, "is_success": success, "corner": self.side}

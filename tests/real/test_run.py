@@ -71,7 +71,12 @@ def test_warm_up_embeds_the_instruction_before_the_arm_connects():
 
 @pytest.mark.slow
 def test_policy_picks_the_red_cube_on_the_twin_through_lerobot(tmp_path):
-    twin = TwinProcess(tmp_path / "calib", robot_id=ROBOT_ID, seed=1_000_006)
+    # The sim's own world behind the bus: this checks the whole stack (driver, cameras, gate,
+    # heartbeat) with the pick-color checkpoint, which was trained on sim frames only; the real
+    # domain's gap is what bench/cotrain.py measures.
+    twin = TwinProcess(
+        tmp_path / "calib", robot_id=ROBOT_ID, seed=1_000_006, extra_args=["--domain=sim"]
+    )
     beats = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a relay watchdog's end
     beats.bind(("127.0.0.1", 0))
     beats.settimeout(0.5)

@@ -19,10 +19,8 @@ TASK = "RopeToMark-v1"
 
 
 @pytest.fixture(scope="module")
-def env():
-    env = sim.make_env(TASK, image_size=32)
-    yield env
-    env.close()
+def env(make_task_env):
+    return make_task_env(TASK)
 
 
 def lay_rope(env, end_xy, direction, end: str = "left") -> None:

@@ -21,25 +21,21 @@ from sim.envs.towel import (
     TOWEL_SPACING,
     TowelLayout,
 )
-from sim.flex_expert import TowelDragExpert, TowelLiftExpert
+from sim.flex_expert import TowelDragExpert, TowelFoldExpert, TowelLiftExpert
 from sim.generate import expert_motion_limits
 
 LIFT, DRAG = "TowelLiftCorner-v1", "TowelToMark-v1"
-EXPERTS = {LIFT: TowelLiftExpert, DRAG: TowelDragExpert}
+EXPERTS = {LIFT: TowelLiftExpert, DRAG: TowelDragExpert, "TowelFold-v1": TowelFoldExpert}
 
 
 @pytest.fixture(scope="module")
-def lift_env():
-    env = sim.make_env(LIFT, image_size=32)
-    yield env
-    env.close()
+def lift_env(make_task_env):
+    return make_task_env(LIFT)
 
 
 @pytest.fixture(scope="module")
-def drag_env():
-    env = sim.make_env(DRAG, image_size=32)
-    yield env
-    env.close()
+def drag_env(make_task_env):
+    return make_task_env(DRAG)
 
 
 def flat_towel(centre, turn_deg: float = 45.0) -> np.ndarray:
@@ -227,4 +223,75 @@ def test_the_expert_plans_inside_the_gate_and_does_the_named_task(task, lift_env
 def test_the_expert_succeeds_on_at_least_90_of_100_seeds(task):
     env = SafetyGateWrapper(sim.make_env(task, image_size=32, cameras=("front",)))
     wins = sum(bool(run_gated_expert(env, task, seed)["success"]) for seed in range(100))
+    assert wins >= 90, f"{wins}/100"
+
+
+# ---------------------------------------------------------------------- fold in half
+FOLD = "TowelFold-v1"
+
+
+@pytest.fixture(scope="module")
+def fold_env(make_task_env):
+    return make_task_env(FOLD)
+
+
+def folded(env, side: str, fraction: float = 1.0) -> np.ndarray:
+    """The env's towel folded along the diagonal between its other two corners, the ``side``
+    corner's half laid on the other half (``fraction`` < 1: only that far across)."""
+    base = env.unwrapped
+    v = base.vertices()
+    centre = v[:, :2].mean(axis=0)
+    corner = v[base.corner_vertex(side), :2]
+    u = (corner - centre) / np.linalg.norm(corner - centre)
+    depth = (v[:, :2] - centre) @ u
+    out = v.copy()
+    half = depth > 1e-6
+    out[half, :2] -= 2 * fraction * depth[half, None] * u
+    out[half, 2] = 3 * TOWEL_RADIUS  # one layer up
+    return out
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_fold_success_is_the_named_corner_laid_on_the_other(fold_env, side):
+    fold_env.reset(seed=3, options={"corner": side})
+    other = SIDES[1 - SIDES.index(side)]
+    assert fold_env.unwrapped.instruction == (
+        f"fold the towel in half, {side} corner onto the {other} corner"
+    )
+    flat = fold_env.unwrapped.vertices()
+    assert not holds(fold_env)  # laid flat: nothing done
+    put(fold_env, folded(fold_env, side))
+    base = fold_env.unwrapped
+    assert base.corner_gap() < 0.005 and 0.4 <= base.coverage() <= 0.65
+    assert holds(fold_env)
+    put(fold_env, flat)
+    # Folded the other way (the other corner on top): not what was asked.
+    put(fold_env, folded(fold_env, other))
+    assert not holds(fold_env)
+
+
+def test_a_half_done_fold_does_not_count(fold_env):
+    fold_env.reset(seed=3, options={"corner": "left"})
+    put(fold_env, folded(fold_env, "left", fraction=0.6))
+    assert fold_env.unwrapped.corner_gap() > 0.03
+    assert not holds(fold_env)
+
+
+def test_the_fold_scene_has_self_collision_and_the_others_not(fold_env, lift_env):
+    assert int(fold_env.unwrapped.model.flex_selfcollide[0]) != 0
+    assert int(lift_env.unwrapped.model.flex_selfcollide[0]) == 0
+
+
+def test_the_fold_expert_folds_inside_the_gate(fold_env):
+    gated = SafetyGateWrapper(fold_env)
+    info = run_gated_expert(gated, FOLD, 0)
+    assert info["success"], gated.unwrapped.instruction
+    assert gated.episode_stats.as_dict()["protective"] == 0
+    assert not gated.unwrapped.jaws_touch_towel()  # let go
+
+
+@pytest.mark.slow
+def test_the_fold_expert_succeeds_on_at_least_90_of_100_seeds():
+    env = SafetyGateWrapper(sim.make_env(FOLD, image_size=32, cameras=("front",)))
+    wins = sum(bool(run_gated_expert(env, FOLD, seed)["success"]) for seed in range(100))
     assert wins >= 90, f"{wins}/100"
