@@ -32,7 +32,7 @@ import numpy as np
 from lerobot.teleoperators.config import TeleoperatorConfig
 
 from data.keys import SO101_MOTOR_FEATURES
-from real.teleop import _SoftwareTeleop
+from real.software_teleop import _SoftwareTeleop
 from sim.envs.tabletop import HOME_RAD
 from sim.motion import ArmMotion
 

@@ -24,6 +24,7 @@ from lerobot.teleoperators.config import TeleoperatorConfig
 from lerobot.teleoperators.teleoperator import Teleoperator
 
 from data.keys import ACTION, SO101_JOINTS, SO101_MOTOR_FEATURES
+from real.software_teleop import _joint_features, _SoftwareTeleop
 from safety import so101
 
 # Keys of the keyboard teleop: (tool step in base-frame axes, yaw steps, gripper steps). The
@@ -41,41 +42,6 @@ KEYMAP: dict[str, tuple[tuple[int, int, int], int, int]] = {
     "c": ((0, 0, 0), 0, -1),  # close it
 }
 KEY_HELP = "w/s a/d u/j move the tool, z/x turn the jaws, o/c open/close"
-
-
-def _joint_features() -> dict[str, type]:
-    return {name: float for name in SO101_MOTOR_FEATURES}
-
-
-class _SoftwareTeleop(Teleoperator):
-    """What a teleoperator without hardware of its own has in common: nothing to calibrate or
-    configure, joint targets as actions, connected once ``connect`` has run."""
-
-    def __init__(self, config: TeleoperatorConfig):
-        super().__init__(config)
-        self.config = config
-        self._connected = False
-
-    @property
-    def action_features(self) -> dict:
-        return _joint_features()
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    @property
-    def is_calibrated(self) -> bool:
-        return True
-
-    def calibrate(self) -> None:
-        pass
-
-    def configure(self) -> None:
-        pass
-
-    def disconnect(self) -> None:
-        self._connected = False
 
 
 # ---------------------------------------------------------------------------- keyboard EE
