@@ -282,8 +282,10 @@ def eval_policy(
 
     cache = out / "results.json"
     results = json.loads(cache.read_text()) if cache.is_file() else {}
-    key = f"{policy}|{family}|{domain}|{perturbation or 'none'}"
-    want = {"episodes": args.episodes, "seed": args.seed_start, "steps": trained_steps(out, policy)}
+    steps = trained_steps(out, policy)
+    # Kept per step budget, so a policy trained further keeps its earlier figures beside.
+    key = f"{policy}|{family}|{domain}|{perturbation or 'none'}|{steps}"
+    want = {"episodes": args.episodes, "seed": args.seed_start, "steps": steps}
     if key in results and all(results[key].get(k) == v for k, v in want.items()):
         return results[key]
     randomize = PERTURBATIONS[perturbation] if perturbation else DomainRandomization()

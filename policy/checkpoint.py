@@ -22,8 +22,16 @@ from policy.normalize import load_stats, save_stats
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATS_FILE = "stats.json"
-# The checkpoint shipped in the repository, used by `--policy=default`.
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pick_color_cube"
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+# The checkpoints shipped in the repository, by the name `--policy=<name>` takes.
+SHIPPED = {
+    # PickColorCube-v1 in the sim (policy/checkpoints/pick_color_cube/README.md).
+    "default": SHIPPED_DIR / "pick_color_cube",
+    # Sim + real co-trained: PickColorCube-v1 and the deformable families, in the real domain
+    # (policy/checkpoints/cotrain/README.md, bench/cotrain.py).
+    "cotrain": SHIPPED_DIR / "cotrain",
+}
+DEFAULT_CHECKPOINT = SHIPPED["default"]
 
 
 def build_policy(config: PolicyConfig, stats: dict) -> torch.nn.Module:
@@ -53,8 +61,9 @@ def save_policy(policy: torch.nn.Module, path: Path, extra: dict | None = None) 
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    if str(name_or_path) == "default":
-        return DEFAULT_CHECKPOINT
+    """A shipped checkpoint's name (`SHIPPED`) or a folder, as a folder."""
+    if str(name_or_path) in SHIPPED:
+        return SHIPPED[str(name_or_path)]
     return Path(name_or_path)
 
 

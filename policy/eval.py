@@ -47,8 +47,9 @@ __all__ = [
 
 @dataclass
 class EvalConfig:
-    # Checkpoint folder (config.json + model.safetensors + stats.json), or "default" for the
-    # checkpoint shipped with armvla (policy/checkpoints/pick_color_cube).
+    # Checkpoint folder (config.json + model.safetensors + stats.json), or the name of one shipped
+    # with armvla: "default" (policy/checkpoints/pick_color_cube) or "cotrain" (sim + real
+    # co-trained, policy/checkpoints/cotrain).
     policy: str = "default"
     # Task to evaluate on, and the image size and cameras rendered for the policy.
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -216,18 +217,18 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 def checkpoint_path(name_or_path: str) -> Path:
     """The checkpoint folder for ``--policy``, or a FileNotFoundError saying what to pass."""
-    from policy.checkpoint import CONFIG_FILE, DEFAULT_CHECKPOINT, resolve_checkpoint
+    from policy.checkpoint import CONFIG_FILE, SHIPPED, resolve_checkpoint
 
     path = resolve_checkpoint(name_or_path)
     if not (path / CONFIG_FILE).is_file():
-        if str(name_or_path) == "default":
+        if str(name_or_path) in SHIPPED:
             raise FileNotFoundError(
-                f"the shipped checkpoint {DEFAULT_CHECKPOINT} is missing from this install; "
+                f"the shipped checkpoint {path} is missing from this install; "
                 f"pass --policy=<checkpoint folder> (one written by `armvla train`)"
             )
         raise FileNotFoundError(
             f"--policy={name_or_path}: no checkpoint there ({CONFIG_FILE} is missing); pass a "
-            f"folder written by `armvla train`, or --policy=default"
+            f"folder written by `armvla train`, or one of the shipped names {sorted(SHIPPED)}"
         )
     return path
 

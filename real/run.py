@@ -51,7 +51,8 @@ class RunConfig:
     # --robot.id=<calibration name> [--robot.cameras="{front: {type: opencv, ...}}"]. On a twin
     # started by `armvla twin`, its cameras are found from the port when none are given.
     robot: RobotConfig | None = None
-    # Checkpoint folder, or "default" for the checkpoint shipped with armvla.
+    # Checkpoint folder, or a shipped one: "default" (sim pick) or "cotrain" (sim + real
+    # co-trained; its real stats are used on the arm).
     policy: str = "default"
     # What to do; None asks at a prompt. Type a new one while running, or "stop".
     instruction: str | None = None

@@ -11,7 +11,7 @@ import pytest
 
 from data.keys import ACTION, OBS_STATE, SO101_JOINTS
 from data.rerun_log import rerun_executable
-from policy.checkpoint import build_policy, save_policy
+from policy.checkpoint import SHIPPED, build_policy, save_policy
 from policy.cli import main
 from policy.config import preset
 from policy.eval import EvalConfig, check_heldout, evaluate, wilson_interval
@@ -307,7 +307,16 @@ def test_seeds_past_the_dataset_are_accepted(tmp_path):
         check_heldout([999_999, 1_000_000], root)
 
 
-def test_missing_default_checkpoint_says_what_to_pass(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("policy.checkpoint.DEFAULT_CHECKPOINT", tmp_path / "absent")
-    assert main(["eval", f"--out={tmp_path}/out"]) == 2
-    assert "pass --policy=<checkpoint folder>" in capsys.readouterr().err
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_missing_shipped_checkpoint_says_what_to_pass(name, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(SHIPPED, name, tmp_path / "absent")
+    assert main(["eval", f"--policy={name}", f"--out={tmp_path}/out"]) == 2
+    err = capsys.readouterr().err
+    assert f"shipped checkpoint {tmp_path / 'absent'} is missing" in err
+    assert "pass --policy=<checkpoint folder>" in err
+
+
+def test_an_unknown_policy_name_lists_the_shipped_ones(tmp_path, capsys):
+    assert main(["eval", "--policy=cotrian", f"--out={tmp_path}/out"]) == 2
+    assert "--policy=cotrian: no checkpoint there" in (err := capsys.readouterr().err)
+    assert all(repr(name) in err for name in SHIPPED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import sim
+from data.keys import OBS_STATE
 
 
 @pytest.fixture(scope="module")
@@ -21,3 +22,20 @@ def make_task_env():
     yield make
     for env in made:
         env.close()
+
+
+def _hold_still(env, ticks: int) -> dict:
+    """Steps ``ticks`` times commanding the arm where it is; returns the last info."""
+    obs = env.unwrapped._observe()
+    info: dict = {}
+    for _ in range(ticks):
+        obs, _, terminated, _, info = env.step(obs[OBS_STATE])
+        if terminated:
+            break
+    return info
+
+
+@pytest.fixture
+def hold_still():
+    """``hold_still(env, ticks)``: the arm held where it is for ``ticks`` steps; the last info."""
+    return _hold_still

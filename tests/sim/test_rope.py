@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import sim
-from data.keys import OBS_STATE
 from safety.gated_env import SafetyGateWrapper
 from sim.envs.flex import MARK_COLORS
 from sim.envs.rope import ENDS, ROPE_RADIUS, ROPE_SEGMENT, RopeLayout
@@ -35,16 +34,6 @@ def lay_rope(env, end_xy, direction, end: str = "left") -> None:
     xyz[order] = np.column_stack([xy, np.full(n, ROPE_RADIUS)])
     base.rope.set_positions(base.data, xyz)
     mujoco.mj_forward(base.model, base.data)
-
-
-def hold_still(env, ticks: int):
-    """Steps ``ticks`` times commanding the arm where it is; returns the last info."""
-    obs = env.unwrapped._observe()
-    for _ in range(ticks):
-        obs, _, terminated, _, info = env.step(obs[OBS_STATE])
-        if terminated:
-            break
-    return info
 
 
 def test_every_layout_is_in_reach_with_clear_ends_and_nothing_done(env):
@@ -84,7 +73,9 @@ def test_unknown_end_or_mark_is_rejected(env):
 @pytest.mark.parametrize(
     ("offset", "succeeds"), [(0.0, True), (0.025, True), (0.035, False), (0.10, False)]
 )
-def test_success_is_the_named_end_within_3_cm_of_the_named_mark_held(env, offset, succeeds):
+def test_success_is_the_named_end_within_3_cm_of_the_named_mark_held(
+    env, offset, succeeds, hold_still
+):
     env.reset(seed=2, options={"end": "left", "mark": "red"})
     base = env.unwrapped
     red = base.marks.positions(base.data)["red"]
@@ -93,7 +84,7 @@ def test_success_is_the_named_end_within_3_cm_of_the_named_mark_held(env, offset
     assert info["success"] is succeeds, base.end_to_mark()
 
 
-def test_the_other_end_or_mark_does_not_count(env):
+def test_the_other_end_or_mark_does_not_count(env, hold_still):
     env.reset(seed=2, options={"end": "left", "mark": "red"})
     base = env.unwrapped
     marks = base.marks.positions(base.data)
@@ -107,7 +98,7 @@ def test_the_other_end_or_mark_does_not_count(env):
     assert not hold_still(env, base.hold_steps + 2)["success"]
 
 
-def test_success_needs_hold_steps_ticks(env):
+def test_success_needs_hold_steps_ticks(env, hold_still):
     env.reset(seed=2, options={"end": "left", "mark": "red"})
     base = env.unwrapped
     lay_rope(env, base.marks.positions(base.data)["red"], direction=(0.0, 1.0))

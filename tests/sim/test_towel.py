@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import sim
-from data.keys import OBS_STATE
 from safety.gated_env import SafetyGateWrapper
 from sim.envs.flex import footprint_area
 from sim.envs.tabletop import reach
@@ -57,15 +56,6 @@ def put(env, xyz: np.ndarray) -> None:
 def holds(env) -> bool:
     """Whether this tick's success condition holds for the constructed state."""
     return env.unwrapped._evaluate()[0]
-
-
-def hold_still(env, ticks: int):
-    obs = env.unwrapped._observe()
-    for _ in range(ticks):
-        obs, _, terminated, _, info = env.step(obs[OBS_STATE])
-        if terminated:
-            break
-    return info
 
 
 # ---------------------------------------------------------------------- layouts
@@ -148,7 +138,7 @@ def test_lifting_the_other_corner_does_not_count(lift_env):
     assert not holds(lift_env)
 
 
-def test_lift_success_needs_hold_steps_ticks(lift_env):
+def test_lift_success_needs_hold_steps_ticks(lift_env, hold_still):
     lift_env.reset(seed=2, options={"corner": "right"})
     base = lift_env.unwrapped
     assert not hold_still(lift_env, base.hold_steps + 2)["success"]  # at rest: nothing done
@@ -166,7 +156,7 @@ def test_drag_success_is_the_centre_within_3_cm_of_the_named_mark(drag_env, offs
     assert holds(drag_env) is succeeds, base.centre_to_mark()
 
 
-def test_drag_success_is_held_for_hold_steps_on_a_towel_at_rest(drag_env):
+def test_drag_success_is_held_for_hold_steps_on_a_towel_at_rest(drag_env, hold_still):
     drag_env.reset(seed=2, options={"mark": "blue"})
     base = drag_env.unwrapped
     put(drag_env, flat_towel(base.marks.positions(base.data)["blue"]))
