@@ -19,6 +19,7 @@ import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from real.feetech_twin.lock import TwinLock
 from real.feetech_twin.protocol import (
     BROADCAST_ID,
     Instruction,
@@ -189,11 +190,12 @@ class PtyServer:
 
     Args:
         bus: the bus to answer with.
-        lock: held while the bus handles a packet (the physics thread shares the servos).
+        lock: held while the bus handles a packet (the physics thread shares the servos); the
+            bus enters it first (:meth:`TwinLock.bus_first`), as servos answer whatever else runs.
         link: optional stable path to create as a symlink to the pty (removed on close).
     """
 
-    def __init__(self, bus: FeetechBus, lock: threading.RLock, link: str | None = None):
+    def __init__(self, bus: FeetechBus, lock: TwinLock, link: str | None = None):
         self.bus = bus
         self.lock = lock
         self._master, self._slave = os.openpty()
@@ -255,7 +257,7 @@ class PtyServer:
                 last_rx = time.monotonic()
                 packets = self.parser.feed(data)
             out = bytearray()
-            with self.lock:
+            with self.lock.bus_first():
                 self.bus.stats.garbage_bytes += self.parser.dropped_bytes - dropped
                 for packet in packets:
                     replies = b"".join(self.bus.handle(packet))

@@ -15,6 +15,7 @@ from dataclasses import asdict, replace
 import mujoco
 import numpy as np
 
+from real.feetech_twin.lock import TwinLock
 from real.feetech_twin.servo import Servo, ThermalConfig
 from safety import so101
 from sim.domain import as_world
@@ -48,7 +49,7 @@ class TwinPhysics:
     def __init__(
         self,
         servos: list[Servo],
-        lock: threading.RLock,
+        lock: TwinLock,
         thermal: ThermalConfig,
         max_speed_deg_s: float = 300.0,
         realtime_factor: float = 1.0,
