@@ -8,7 +8,10 @@ real domain (the twin's world, `--task.domain=real`) and in the sim, gated, on h
 * ``sim_rand``: as many sim demos, with domain randomization (camera, light, colours, objects,
   actuators; sim/randomize.py defaults);
 * ``mixed``: the randomized sim demos plus all the real demos, weighted (``--real-weight`` of the
-  samples come from the real datasets, split equally among the families).
+  samples come from the real datasets, split equally among the families), normalized with
+  statistics pooled over both sources (``--mixed-normalization``): the twin is calibrated like
+  the sim, and per-source statistics would map one joint angle to different inputs in the two
+  (the sim's pick motion would not carry over; measured in docs/benchmarks.md).
 
 Sim demos are rigid (PickColorCube); the deformable families exist only as real demos, as in the
 product's recipe. Each stage keeps what it made under ``--out`` and is skipped when its result
@@ -91,6 +94,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sim-episodes", type=int, default=800, help="sim demos per sim dataset")
     p.add_argument("--steps", type=int, default=10000, help="optimizer steps of every policy")
     p.add_argument("--real-weight", type=float, default=0.5, help="real share of mixed samples")
+    p.add_argument(
+        "--mixed-normalization",
+        choices=("shared", "per_source"),
+        default="shared",
+        help="mixed policy's state/action statistics: pooled over sim and real (one arm, one "
+        "calibration: the sim's pick means the same joint angles in the real domain) or per source",
+    )
     p.add_argument("--episodes", type=int, default=50, help="eval episodes per family and domain")
     p.add_argument("--seed-start", type=int, default=3_000_000, help="first eval seed")
     p.add_argument("--workers", type=int, default=0, help="eval/generate workers (0: per core)")
@@ -240,7 +250,9 @@ def trained_steps(out: Path, policy: str) -> int:
     return int(json.loads(cfg.read_text()).get("_extra", {}).get("step", 0))
 
 
-def train_policy(out: Path, policy: str, steps: int, real_weight: float) -> dict:
+def train_policy(
+    out: Path, policy: str, steps: int, real_weight: float, normalization: str = "shared"
+) -> dict:
     from policy.train import DataConfig, TrainConfig, train
 
     done = trained_steps(out, policy)
@@ -250,7 +262,11 @@ def train_policy(out: Path, policy: str, steps: int, real_weight: float) -> dict
     t0 = time.monotonic()
     train(
         TrainConfig(
-            data=DataConfig(roots=roots, weights=weights),
+            data=DataConfig(
+                roots=roots,
+                weights=weights,
+                normalization=normalization if policy == "mixed" else "per_source",
+            ),
             out=out / "train" / policy,
             steps=steps,
             resume=done > 0,
@@ -339,7 +355,10 @@ def main(argv=None) -> dict:
         ]
         print(json.dumps(log["generate"]), flush=True)
     if "train" in args.stages:
-        log["train"] = [train_policy(out, p, args.steps, args.real_weight) for p in args.policies]
+        log["train"] = [
+            train_policy(out, p, args.steps, args.real_weight, args.mixed_normalization)
+            for p in args.policies
+        ]
         print(json.dumps(log["train"]), flush=True)
     table: dict = {}
     if "eval" in args.stages:

@@ -206,12 +206,15 @@ class MixtureSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self.num_frames = len(self.task)
 
-    def stats(self) -> dict:
-        """Per-source normalization statistics of state and action."""
+    def stats(self, shared: bool = False) -> dict:
+        """Normalization statistics of state and action for each source: its own frames', or
+        (``shared``) every source the same, over all frames."""
         by_source: dict[str, dict[str, list]] = {}
         src = np.asarray(self.source)
         for name in sorted(set(self.source)):
-            mask = torch.from_numpy(src == name)
+            mask = (
+                torch.ones(len(src), dtype=torch.bool) if shared else torch.from_numpy(src == name)
+            )
             by_source[name] = {
                 OBS_STATE: self.state[mask].numpy(),
                 ACTION: self.action[mask].numpy(),

@@ -29,6 +29,7 @@ from policy.config import PolicyConfig, preset
 from policy.normalize import INSTRUCTION, instruction_stats
 
 LAST = "last"
+NORMALIZATIONS = ("per_source", "shared")
 
 
 @dataclass
@@ -37,6 +38,11 @@ class DataConfig:
     roots: list[Path] = field(default_factory=lambda: [Path("outputs/datasets/pick_color_cube")])
     # Mixture weight per dataset (same order as roots); default: equal weights.
     weights: list[float] | None = None
+    # Normalization statistics of state and action: "per_source" (each data source, sim and
+    # real, its own: for an arm whose calibration differs from the sim's) or "shared" (every
+    # source gets the statistics of all frames pooled, so a motion learned from one source
+    # means the same joint angles in the other: co-training on an arm calibrated like the sim).
+    normalization: str = "per_source"
 
     def __post_init__(self):
         self.roots = [Path(r) for r in self.roots]
@@ -49,6 +55,10 @@ class DataConfig:
                 )
             if min(self.weights) <= 0:
                 raise ValueError("--data.weights must be positive")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"--data.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+            )
 
 
 @dataclass
@@ -147,7 +157,7 @@ def train(cfg: TrainConfig) -> Path:
     sampler = MixtureSampler(
         datasets, policy_cfg.chunk_size, seed=cfg.seed + 1000 * acc.process_index
     )
-    stats = sampler.stats()
+    stats = sampler.stats(shared=cfg.data.normalization == "shared")
 
     stats[INSTRUCTION] = _instruction_stats(policy_cfg, sampler.task)
     policy = build_policy(policy_cfg, stats)

@@ -132,6 +132,13 @@ def test_mixture_weights_and_per_source_stats(sim_dataset, tmp_path):
     stats = sampler.stats()
     assert sorted(stats) == ["real", "sim"]
     assert stats["real"][OBS_STATE]["mean"][0] == pytest.approx(15.5)
+    assert stats["sim"][OBS_STATE]["mean"][0] != pytest.approx(15.5)
+    # Shared: both sources get the statistics of every frame pooled.
+    shared = sampler.stats(shared=True)
+    assert sorted(shared) == ["real", "sim"] and shared["real"] == shared["sim"]
+    pooled = torch.cat([d.state for d in datasets])[:, 0].double()
+    assert shared["sim"][OBS_STATE]["mean"][0] == pytest.approx(float(pooled.mean()))
+    assert shared["sim"][OBS_STATE]["count"] == sampler.num_frames
     batch = sampler.sample(4000)
     share_real = np.mean([s == "real" for s in batch[SOURCE]])
     assert share_real == pytest.approx(0.75, abs=0.03)  # weight 3 vs 1, whatever the sizes
@@ -152,6 +159,8 @@ def test_dataset_errors(sim_dataset, tmp_path):
         load_dataset(sim_dataset, ("top",), 32)
     with pytest.raises(ValueError, match="--data.weights has 2 values for 1 roots"):
         DataConfig(roots=[sim_dataset], weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="--data.normalization must be one of"):
+        DataConfig(roots=[sim_dataset], normalization="pooled")
     broken = tmp_path / "broken"
     shutil.copytree(sim_dataset, broken)
     video = next((broken / "videos" / "observation.images.front").rglob("*.mp4"))
