@@ -8,10 +8,9 @@ real domain (the twin's world, `--task.domain=real`) and in the sim, gated, on h
 * ``sim_rand``: as many sim demos, with domain randomization (camera, light, colours, objects,
   actuators; sim/randomize.py defaults);
 * ``mixed``: the randomized sim demos plus all the real demos, weighted (``--real-weight`` of the
-  samples come from the real datasets, split equally among the families), normalized with
-  statistics pooled over both sources (``--mixed-normalization``): the twin is calibrated like
-  the sim, and per-source statistics would map one joint angle to different inputs in the two
-  (the sim's pick motion would not carry over; measured in docs/benchmarks.md).
+  samples come from the real datasets, split equally among the families), normalized per
+  source (``--mixed-normalization=shared`` pools the statistics instead; measured no better,
+  docs/benchmarks.md).
 
 Sim demos are rigid (PickColorCube); the deformable families exist only as real demos, as in the
 product's recipe. Each stage keeps what it made under ``--out`` and is skipped when its result
@@ -97,9 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--mixed-normalization",
         choices=("shared", "per_source"),
-        default="shared",
-        help="mixed policy's state/action statistics: pooled over sim and real (one arm, one "
-        "calibration: the sim's pick means the same joint angles in the real domain) or per source",
+        default="per_source",
+        help="mixed policy's state/action statistics: per source (sim, real) or pooled over both",
     )
     p.add_argument("--episodes", type=int, default=50, help="eval episodes per family and domain")
     p.add_argument("--seed-start", type=int, default=3_000_000, help="first eval seed")
@@ -251,7 +249,7 @@ def trained_steps(out: Path, policy: str) -> int:
 
 
 def train_policy(
-    out: Path, policy: str, steps: int, real_weight: float, normalization: str = "shared"
+    out: Path, policy: str, steps: int, real_weight: float, normalization: str = "per_source"
 ) -> dict:
     from policy.train import DataConfig, TrainConfig, train
 

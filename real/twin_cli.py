@@ -61,10 +61,13 @@ def _status_line(twin: SO101Twin) -> str:
     status = twin.read_register("gripper", "Status")
     with twin.lock:
         lifts = {c: round(h * 100, 1) for c, h in twin.env.object_lifts().items()}
+        # The scene's instruction's success condition, this instant (the env's detector).
+        done = twin.env.success_condition()
     return (
         f"packets={s.packets} replies={s.replies} dropped={s.dropped_replies} "
         f"garbage_bytes={s.garbage_bytes} temperatures_c={temps} "
-        f"gripper_load_pct={load / 10:g} gripper_status={status} lift_cm={json.dumps(lifts)}"
+        f"gripper_load_pct={load / 10:g} gripper_status={status} task_done={str(done).lower()} "
+        f"lift_cm={json.dumps(lifts)}"
     )
 
 

@@ -171,6 +171,11 @@ class TabletopEnv(gym.Env):
     def _info(self, success: bool) -> dict:
         return {"success": success, "is_success": success}
 
+    def success_condition(self) -> bool:
+        """Whether the instruction's success condition holds in the state now (without the
+        ``hold_steps`` a success needs in an episode); e.g. for the twin's status line."""
+        return bool(self._evaluate()[0])
+
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         domain = self.reset_scene(seed=seed, options=options)

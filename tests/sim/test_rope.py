@@ -82,6 +82,7 @@ def test_success_is_the_named_end_within_3_cm_of_the_named_mark_held(
     lay_rope(env, red + np.array([0.0, offset]), direction=(0.0, 1.0), end="left")
     info = hold_still(env, base.hold_steps + 2)
     assert info["success"] is succeeds, base.end_to_mark()
+    assert base.success_condition() is succeeds  # what the twin's status line reports
 
 
 def test_the_other_end_or_mark_does_not_count(env, hold_still):
