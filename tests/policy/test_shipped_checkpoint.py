@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import sim
-from policy.checkpoint import SHIPPED, load_policy
 from data.keys import SOURCE_REAL, SOURCE_SIM
+from policy.checkpoint import SHIPPED, load_policy
 from policy.io import action_to_env, obs_to_batch
 from policy.rollout import inference_source
 
@@ -32,9 +32,13 @@ ACTS_IN = {
 def test_shipped_checkpoint_is_small_and_documented(name):
     folder = SHIPPED[name]
     files = {p.name: p.stat().st_size for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "stats.json", "eval_report.json", "README.md"} <= set(
-        files
-    )
+    assert {
+        "config.json",
+        "model.safetensors",
+        "stats.json",
+        "eval_report.json",
+        "README.md",
+    } <= set(files)
     assert "training_state" not in files
     assert sum(files.values()) <= MAX_BYTES, files
     report = json.loads((folder / "eval_report.json").read_text())
