@@ -263,7 +263,7 @@ def train_policy(
             data=DataConfig(
                 roots=roots,
                 weights=weights,
-                normalization=normalization if policy == "mixed" else "per_source",
+                normalization=normalization,  # the same either way for one source
             ),
             out=out / "train" / policy,
             steps=steps,

@@ -39,7 +39,7 @@ def test_shipped_checkpoint_is_small_and_documented(name):
         "eval_report.json",
         "README.md",
     } <= set(files)
-    assert "training_state" not in files
+    assert not [n for n in files if n.startswith("training_state")]  # resume state stays out
     assert sum(files.values()) <= MAX_BYTES, files
     report = json.loads((folder / "eval_report.json").read_text())
     assert report["episodes"] >= 50
