@@ -94,6 +94,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10000, help="optimizer steps of every policy")
     p.add_argument("--real-weight", type=float, default=0.5, help="real share of mixed samples")
     p.add_argument(
+        "--mixed-weights",
+        default="",
+        help="the mixed policy's weight per dataset, overriding --real-weight: a comma list of "
+        f"name=weight with names 'sim' and {list(REAL_DEMOS)} (each name once, weights > 0 are "
+        "normalized to sum 1; a name left out gets weight 0 and is not trained on), e.g. "
+        "'sim=0.42,PickColorCube-v1=0.03,RopeToMark-v1=0.2,TowelLiftCorner-v1=0.15,"
+        "TowelToMark-v1=0.2'",
+    )
+    p.add_argument(
+        "--mixed-name",
+        default="mixed",
+        help="folder (under --out/train) and result key of the mixed policy, so a mixture "
+        "with other weights or statistics trains and reports beside the default one",
+    )
+    p.add_argument(
         "--mixed-normalization",
         choices=("shared", "per_source"),
         default="per_source",
@@ -119,7 +134,36 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"unknown {name} {unknown}; choose from {allowed}")
     if not 0 < args.real_weight < 1:
         p.error("--real-weight must be in (0, 1)")
+    try:
+        args.mixed_weights = parse_weights(args.mixed_weights)
+    except ValueError as e:
+        p.error(f"--mixed-weights: {e}")
     return args
+
+
+def parse_weights(text: str) -> dict[str, float] | None:
+    """'sim=0.4,RopeToMark-v1=0.2' -> {'sim': 0.4, 'RopeToMark-v1': 0.2}; '' -> None."""
+    if not text.strip():
+        return None
+    names = ("sim", *REAL_DEMOS)
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in names:
+            raise ValueError(f"{item!r} is not name=weight with a name from {list(names)}")
+        if name in weights:
+            raise ValueError(f"{name!r} is given twice")
+        try:
+            w = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: the weight is not a number") from None
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"{item!r}: a weight must be a finite number >= 0")
+        weights[name] = w
+    if weights.get("sim", 0) <= 0 or not any(weights.get(f, 0) > 0 for f in REAL_DEMOS):
+        raise ValueError("the mixed policy needs weight > 0 on 'sim' and on a real dataset")
+    return weights
 
 
 # ---------------------------------------------------------------------------- data
@@ -225,7 +269,9 @@ def generate_sim(out: Path, randomized: bool, n: int, workers: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- training
-def mixture(out: Path, policy: str, real_weight: float) -> tuple[list[Path], list[float]]:
+def mixture(
+    out: Path, policy: str, real_weight: float, weights: dict[str, float] | None = None
+) -> tuple[list[Path], list[float]]:
     reals = [real_root(out, f) for f in REAL_DEMOS]
     if policy == "real_only":
         return reals, [1.0] * len(reals)
@@ -233,8 +279,13 @@ def mixture(out: Path, policy: str, real_weight: float) -> tuple[list[Path], lis
         return [sim_root(out, False)], [1.0]
     if policy == "sim_rand":
         return [sim_root(out, True)], [1.0]
-    share = real_weight / len(reals)
-    return [sim_root(out, True), *reals], [1.0 - real_weight, *([share] * len(reals))]
+    if weights is None:
+        share = real_weight / len(reals)
+        return [sim_root(out, True), *reals], [1.0 - real_weight, *([share] * len(reals))]
+    named = [("sim", sim_root(out, True)), *zip(REAL_DEMOS, reals, strict=True)]
+    kept = [(root, weights[n]) for n, root in named if weights.get(n, 0) > 0]
+    total = sum(w for _, w in kept)
+    return [r for r, _ in kept], [w / total for _, w in kept]
 
 
 def checkpoint(out: Path, policy: str) -> Path:
@@ -248,31 +299,38 @@ def trained_steps(out: Path, policy: str) -> int:
     return int(json.loads(cfg.read_text()).get("_extra", {}).get("step", 0))
 
 
-def train_policy(
-    out: Path, policy: str, steps: int, real_weight: float, normalization: str = "per_source"
-) -> dict:
+def run_name(args, policy: str) -> str:
+    """The folder and result key of ``policy``: ``--mixed-name`` for the mixed one."""
+    return args.mixed_name if policy == "mixed" else policy
+
+
+def train_policy(out: Path, policy: str, args) -> dict:
     from policy.train import DataConfig, TrainConfig, train
 
-    done = trained_steps(out, policy)
+    name, steps = run_name(args, policy), args.steps
+    done = trained_steps(out, name)
     if done >= steps:
-        return {"policy": policy, "steps": done, "trained": 0}
-    roots, weights = mixture(out, policy, real_weight)
+        return {"policy": name, "steps": done, "trained": 0}
+    roots, weights = mixture(out, policy, args.real_weight, args.mixed_weights)
+    # The same either way for one source.
+    normalization = args.mixed_normalization if policy == "mixed" else "per_source"
     t0 = time.monotonic()
     train(
         TrainConfig(
             data=DataConfig(
                 roots=roots,
                 weights=weights,
-                normalization=normalization,  # the same either way for one source
+                normalization=normalization,
             ),
-            out=out / "train" / policy,
+            out=out / "train" / name,
             steps=steps,
             resume=done > 0,
         )
     )
     return {
-        "policy": policy,
-        "steps": trained_steps(out, policy),
+        "policy": name,
+        "weights": dict(zip(map(str, roots), weights, strict=True)),
+        "steps": trained_steps(out, name),
         "wall_s": round(time.monotonic() - t0),
     }
 
@@ -353,22 +411,20 @@ def main(argv=None) -> dict:
         ]
         print(json.dumps(log["generate"]), flush=True)
     if "train" in args.stages:
-        log["train"] = [
-            train_policy(out, p, args.steps, args.real_weight, args.mixed_normalization)
-            for p in args.policies
-        ]
+        log["train"] = [train_policy(out, p, args) for p in args.policies]
         print(json.dumps(log["train"]), flush=True)
     table: dict = {}
     if "eval" in args.stages:
         for p in args.policies:
-            if trained_steps(out, p) == 0:
+            name = run_name(args, p)
+            if trained_steps(out, name) == 0:
                 continue
-            cells = {f"real/{f}": eval_policy(out, p, f, "real", args) for f in REAL_DEMOS}
-            cells[f"sim/{PICK}"] = eval_policy(out, p, PICK, "sim", args)
+            cells = {f"real/{f}": eval_policy(out, name, f, "real", args) for f in REAL_DEMOS}
+            cells[f"sim/{PICK}"] = eval_policy(out, name, PICK, "sim", args)
             if args.perturbations and p == "mixed":
-                for name in PERTURBATIONS:
-                    cells[f"sim/{PICK}/{name}"] = eval_policy(out, p, PICK, "sim", args, name)
-            table[p] = cells
+                for pert in PERTURBATIONS:
+                    cells[f"sim/{PICK}/{pert}"] = eval_policy(out, name, PICK, "sim", args, pert)
+            table[name] = cells
         rows = sorted({c for cells in table.values() for c in cells})
         print(f"\n{'domain/family (95% CI)':<52}" + "".join(f"{p:>24}" for p in table))
         for r in rows:
