@@ -49,6 +49,7 @@ PICK = "PickColorCube-v1"
 # Family -> real demos recorded through the twin (the issue's counts).
 REAL_DEMOS = {PICK: 25, "RopeToMark-v1": 50, "TowelLiftCorner-v1": 50, "TowelToMark-v1": 50}
 POLICIES = ("real_only", "sim_only", "sim_rand", "mixed")
+TWIN_NICE = 10  # the twin's CPU priority below the recorder's (armvla twin --nice)
 STAGES = ("record", "generate", "train", "eval")
 RANDOMIZE = DomainRandomization(
     camera=True, lighting=True, colors=True, objects=True, actuators=True
@@ -176,15 +177,17 @@ def real_root(out: Path, family: str) -> Path:
     return out / "real" / family
 
 
-def record_real(out: Path, family: str, n: int, reset_time_s: float, sessions: int = 3) -> dict:
-    """Records demos of ``family`` through the twin until ``n`` are there, in up to
-    ``sessions`` sessions: a session the supervisor stops (a loop overrun on a busy machine
-    stops the arm, as it should) is followed by a fresh twin and another session."""
+def record_real(out: Path, family: str, n: int, reset_time_s: float, idle: int = 3) -> dict:
+    """Records demos of ``family`` through the twin until ``n`` are there, in sessions: a
+    session the supervisor stops (loop overruns on a busy machine stop the arm, as they should)
+    is followed by a fresh twin and another session, until ``idle`` sessions in a row saved
+    nothing."""
     result: dict = {"family": family, "sessions": []}
-    for _ in range(sessions):
-        if _episodes(real_root(out, family)) >= n:
-            break
-        result["sessions"].append(_record_session(out, family, n, reset_time_s))
+    fruitless = 0
+    while fruitless < idle and _episodes(real_root(out, family)) < n:
+        session = _record_session(out, family, n, reset_time_s)
+        result["sessions"].append(session)
+        fruitless = 0 if session["recorded"] else fruitless + 1
     result["episodes"] = _episodes(real_root(out, family))
     return result
 
@@ -207,7 +210,10 @@ def _record_session(out: Path, family: str, n: int, reset_time_s: float) -> dict
     logs = out / "record_logs" / family
     earlier = len([d for d in logs.iterdir() if d.is_dir()]) if logs.is_dir() else 0
     robot_id = "cotrain_twin"
-    twin = TwinProcess(out / "calib", robot_id=robot_id, extra_args=[f"--task={family}"])
+    # The twin (the stand-in world) yields the CPU to the recorder, as an arm's world would.
+    twin = TwinProcess(
+        out / "calib", robot_id=robot_id, extra_args=[f"--task={family}", f"--nice={TWIN_NICE}"]
+    )
     try:
         t0 = time.monotonic()
         summary = record(

@@ -29,8 +29,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from data.keys import SOURCE_REAL, SOURCE_SIM
 from policy.eval_report import build_report, print_summary, wilson_interval, write_recording
-from policy.rollout import EpisodeJob, init_worker, run_episode
+from policy.rollout import EpisodeJob, inference_source, init_worker, run_episode
 from sim.generate import GENERATE_META, TaskConfig
 from sim.registry import resolve_task
 
@@ -76,6 +77,10 @@ class EvalConfig:
     language_probe: bool = False
     # Step limit per episode (default: the task's max_episode_steps, 300 for PickColorCube-v1).
     max_steps: int | None = None
+    # Data source whose normalization statistics the policy uses: "sim" or "real". None: "real"
+    # in the real domain (--task.domain=real) when the policy has real statistics, else "sim",
+    # as `armvla run` picks on an arm.
+    source: str | None = None
 
     def __post_init__(self):
         if self.episodes < 1:
@@ -88,6 +93,8 @@ class EvalConfig:
             raise ValueError("--record_first and --record_failures must be >= 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max_steps must be >= 1, got {self.max_steps}")
+        if self.source not in (None, SOURCE_SIM, SOURCE_REAL):
+            raise ValueError(f"--source must be sim or real, got {self.source!r}")
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError("--instruction must not be empty; leave it out to use the task's own")
         self.out = Path(self.out)
@@ -116,7 +123,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     spec = resolve_task(cfg.task.name)
     max_steps = cfg.max_steps or spec.max_episode_steps
     policy_path = checkpoint_path(cfg.policy)
-    policy_cfg = load_policy(policy_path).config  # loads fully once: bad weights fail here
+    policy = load_policy(policy_path)  # loads fully once: bad weights fail here
+    policy_cfg = policy.config
+    source = cfg.source or inference_source(policy, cfg.task.domain)
+    if source not in policy.normalizer.sources:
+        raise ValueError(
+            f"--source={source}: the policy has normalization statistics for "
+            f"{list(policy.normalizer.sources)} only; pass one of those or leave --source out"
+        )
+    del policy
     missing = [c for c in policy_cfg.cameras if c not in cfg.task.cameras]
     if missing:
         raise ValueError(
@@ -158,6 +173,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             failures_recorded,
             cfg.record_failures,
             cfg.task.env_kwargs(),
+            source,
         ),
     )
     bar = tqdm(total=len(jobs), desc=f"eval {cfg.task.name}", unit="ep")
@@ -198,6 +214,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "episodes_planned": len(jobs),
         "seeds": seeds,
         "max_steps": max_steps,
+        "source": source,
         "workers": workers,
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "interrupted": interrupted,

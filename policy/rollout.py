@@ -59,8 +59,10 @@ def init_worker(
     failures_recorded,
     record_failures: int,
     env_kwargs: dict | None = None,
+    source: str | None = None,
 ) -> None:
-    """Pool initializer: loads the policy and makes the env once per worker process."""
+    """Pool initializer: loads the policy and makes the env once per worker process; the policy
+    normalizes with ``source``'s statistics (None: :func:`inference_source` for the domain)."""
     # The main process owns Ctrl-C: it stops the pool and writes the partial report.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -78,7 +80,7 @@ def init_worker(
     hf_logging.disable_progress_bar()
     global _env, _policy, _failures_recorded, _record_failures, _source
     _policy = load_policy(policy_path)
-    _source = inference_source(_policy, (env_kwargs or {}).get("domain", "sim"))
+    _source = source or inference_source(_policy, (env_kwargs or {}).get("domain", "sim"))
     # Every command passes the safety gate, as on the arm (DESIGN.md decision 7).
     _env = SafetyGateWrapper(
         make_env(

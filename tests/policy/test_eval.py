@@ -159,6 +159,7 @@ def test_report_is_consistent(run):
         r["safety"]["interventions"] for r in report["episode_results"]
     )
     assert report["language_probe"] is None and report["interrupted"] is False
+    assert report["source"] == "sim"  # the policy's only statistics
 
     per = report["per_instruction"]
     assert all(set(entry) == RATE_KEYS for entry in per.values())
@@ -285,6 +286,8 @@ def _seeded_dataset(root: Path) -> Path:
         (["--dataset={tmp}/data"], "seed(s) of the training data"),
         (["--dataset={tmp}"], "its seeds are unknown"),
         (["--instruction="], "--instruction must not be empty"),
+        (["--source=lab"], "--source must be sim or real"),
+        (["--source=real"], "statistics for ['sim'] only"),
     ],
 )
 def test_bad_input_is_one_clear_line(checkpoint, tmp_path, capsys, args, message):
@@ -320,3 +323,19 @@ def test_an_unknown_policy_name_lists_the_shipped_ones(tmp_path, capsys):
     assert main(["eval", "--policy=cotrian", f"--out={tmp_path}/out"]) == 2
     assert "--policy=cotrian: no checkpoint there" in (err := capsys.readouterr().err)
     assert all(repr(name) in err for name in SHIPPED)
+
+
+def test_source_defaults_to_the_domains_and_can_be_chosen(tmp_path):
+    """A policy with sim and real statistics normalizes with the real ones in the real domain
+    (as `armvla run` on an arm), unless --source says otherwise."""
+    stats = {**STATS, "real": STATS["sim"]}
+    two = save_policy(build_policy(preset("debug"), stats), tmp_path / "two_sources")
+    real = TaskConfig(image_size=48, domain="real")
+    kw = {"episodes": 1, "workers": 1, "max_steps": 2, "record_first": 0, "record_failures": 0}
+    chosen = {
+        source: evaluate(
+            EvalConfig(policy=str(two), task=real, out=tmp_path / str(source), source=source, **kw)
+        )["source"]
+        for source in (None, "sim")
+    }
+    assert chosen == {None: "real", "sim": "sim"}
