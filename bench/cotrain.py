@@ -49,7 +49,6 @@ PICK = "PickColorCube-v1"
 # Family -> real demos recorded through the twin (the counts).
 REAL_DEMOS = {PICK: 25, "RopeToMark-v1": 50, "TowelLiftCorner-v1": 50, "TowelToMark-v1": 50}
 POLICIES = ("real_only", "sim_only", "sim_rand", "mixed")
-TWIN_NICE = 10  # the twin's CPU priority below the recorder's (armvla twin --nice)
 STAGES = ("record", "generate", "train", "eval")
 RANDOMIZE = DomainRandomization(
     camera=True, lighting=True, colors=True, objects=True, actuators=True
@@ -210,10 +209,7 @@ def _record_session(out: Path, family: str, n: int, reset_time_s: float) -> dict
     logs = out / "record_logs" / family
     earlier = len([d for d in logs.iterdir() if d.is_dir()]) if logs.is_dir() else 0
     robot_id = "cotrain_twin"
-    # The twin (the stand-in world) yields the CPU to the recorder, as an arm's world would.
-    twin = TwinProcess(
-        out / "calib", robot_id=robot_id, extra_args=[f"--task={family}", f"--nice={TWIN_NICE}"]
-    )
+    twin = TwinProcess(out / "calib", robot_id=robot_id, extra_args=[f"--task={family}"])
     try:
         t0 = time.monotonic()
         summary = record(

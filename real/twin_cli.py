@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -44,10 +43,6 @@ class TwinCommandConfig(TwinConfig):
     # Serve a clean bus for this many seconds, then inject --faults.* (so that a client can
     # connect and configure the servos first, as on a bus that degrades while running).
     faults_after_s: float = 0.0
-    # Lower the twin's CPU priority by this much (as `nice -n`), so that the program driving it
-    # on the same machine (`armvla record`, `armvla run`) gets the CPU first: a real arm's world
-    # takes none of the host's CPU. 0 keeps the priority it was started with.
-    nice: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,8 +52,6 @@ class TwinCommandConfig(TwinConfig):
             raise ValueError("camera_port must be in 0..65535 and camera_fps > 0")
         if not 0 <= self.scene_port <= 65535:
             raise ValueError("scene_port must be in 0..65535")
-        if not 0 <= self.nice <= 19:
-            raise ValueError(f"nice must be in 0..19 (as for `nice -n`), got {self.nice}")
 
 
 def _status_line(twin: SO101Twin) -> str:
@@ -80,8 +73,6 @@ def _status_line(twin: SO101Twin) -> str:
 
 def serve(cfg: TwinCommandConfig) -> None:
     """Runs the twin and prints how to connect lerobot to it; returns after a clean shutdown."""
-    if cfg.nice:
-        os.nice(cfg.nice)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     twin = SO101Twin(cfg)
