@@ -26,6 +26,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +39,62 @@ from sim.envs.tabletop import HOME_RAD
 from sim.motion import ArmMotion
 
 logger = logging.getLogger(__name__)
+
+
+class _SceneWatcher:
+    """The operator's eyes: a thread that asks the twin's scene channel for the scene's state
+    every ``period_s`` on its own socket and keeps the latest reply, so a tick reads what the
+    operator last saw instead of waiting for the twin (a person at a leader arm does not stop
+    moving to look). Each reply carries the time its request was sent."""
+
+    def __init__(self, context, address: str, timeout_s: float, period_s: float):
+        self._context, self._address = context, address
+        self._timeout_s, self._period_s = timeout_s, period_s
+        self._guard = threading.Lock()
+        self._latest: tuple[float, dict] | None = None
+        self.error: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="operator-eyes", daemon=True)
+        self._thread.start()
+
+    def latest(self) -> tuple[float, dict] | None:
+        """(request time on time.monotonic(), reply) of the newest answer, or None."""
+        with self._guard:
+            return self._latest
+
+    def _run(self) -> None:
+        import zmq
+
+        socket = None
+        try:
+            while not self._stop.is_set():
+                if socket is None:
+                    socket = self._context.socket(zmq.REQ)
+                    socket.setsockopt(zmq.LINGER, 0)
+                    socket.setsockopt(zmq.RCVTIMEO, int(self._timeout_s * 1000))
+                    socket.connect(self._address)
+                asked = time.monotonic()
+                socket.send_string('{"cmd": "state"}')
+                try:
+                    reply = json.loads(socket.recv())
+                except zmq.Again:
+                    socket.close()  # a REQ socket that missed its reply cannot send again
+                    socket = None
+                    continue
+                if reply.get("ok"):
+                    with self._guard:
+                        self._latest = (asked, reply)
+                self._stop.wait(max(0.0, self._period_s - (time.monotonic() - asked)))
+        except Exception as exc:  # noqa: BLE001 - kept for the tick to raise
+            if not self._stop.is_set():
+                self.error = exc
+        finally:
+            if socket is not None:
+                socket.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._timeout_s + 1.0)
 
 
 @TeleoperatorConfig.register_subclass("armvla_twin_operator")
@@ -109,6 +167,8 @@ class TwinOperator(_SoftwareTeleop):
         self.gave_up = False
         self._context = self._socket = None
         self._mirror = None
+        self._eyes: _SceneWatcher | None = None
+        self._seen_at = 0.0  # request time (time.monotonic) of the state the mirror holds
         self._expert = None
         self._returning: _ReturnToStart | None = None
         self._scene_ready = False
@@ -166,8 +226,25 @@ class TwinOperator(_SoftwareTeleop):
         return reply
 
     def _sync(self, reply: dict | None = None) -> None:
+        """The mirror takes the scene's state now (from ``reply``, or asked and waited for)."""
         reply = reply or self._request({"cmd": "state"})
         self._mirror.set_scene_state(reply["state"])
+        self._seen_at = time.monotonic()
+
+    def _look(self) -> None:
+        """The mirror takes the newest state the eyes saw since the mirror's last update,
+        without waiting; raises ConnectionError when they have seen nothing for timeout_s."""
+        if self._eyes.error is not None:
+            raise ConnectionError(f"the operator lost the twin's scene channel: {self._eyes.error}")
+        latest = self._eyes.latest()
+        if latest is not None and latest[0] > self._seen_at:
+            self._mirror.set_scene_state(latest[1]["state"])
+            self._seen_at = latest[0]
+        elif time.monotonic() - self._seen_at > self.config.timeout_s:
+            raise ConnectionError(
+                f"the twin's scene channel at {self._address_str} sent no state for "
+                f"{self.config.timeout_s} s"
+            )
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self, calibrate: bool = True) -> None:
@@ -187,10 +264,16 @@ class TwinOperator(_SoftwareTeleop):
         self._limits = expert_motion_limits()
         # A mirror of the twin's scene for the expert to plan on; never rendered.
         self._mirror = make_env(self.task, image_size=16, cameras=("front",)).unwrapped
+        self._eyes = _SceneWatcher(
+            self._context, self._address_str, self.config.timeout_s, self._mirror.control_dt
+        )
         self._connected = True
         self._lay_out_scene()
 
     def disconnect(self) -> None:
+        if self._eyes is not None:
+            self._eyes.close()
+            self._eyes = None
         if self._socket is not None:
             self._socket.close()
             self._context.term()
@@ -250,7 +333,7 @@ class TwinOperator(_SoftwareTeleop):
         return self._noise
 
     def get_action(self) -> dict[str, float]:
-        self._sync()
+        self._look()
         if self._expert is not None:
             action = self._expert.act()
             holds = self._mirror._evaluate()[0]

@@ -4,6 +4,8 @@ with it writes a deformable family's episodes, each with its scene's instruction
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from lerobot.robots.so_follower import SO101FollowerConfig
@@ -79,6 +81,47 @@ def test_the_hand_noise_is_small_and_smooth(channel):
     assert np.all(diff[:, 5] == 0.0)  # the gripper's command is the expert's
     assert 0.02 < np.abs(diff[:, :5]).max() < 2.5  # degrees: there, and a hand's size
     assert np.abs(np.diff(diff[:, :5], axis=0)).max() < 0.1  # it wanders, it does not jump
+
+
+def test_a_tick_does_not_wait_for_the_scene_channel(channel, monkeypatch):
+    """The operator looks at the scene in its own thread: a slow channel delays what it sees,
+    not its ticks (a person at a leader arm does not stop moving to look); a channel that
+    stops answering ends its actions with a clear error within timeout_s."""
+    twin, address = channel
+    operator = TwinOperator(
+        TwinOperatorConfig(scene_address=address, seed=11, noise_deg=0.0, timeout_s=0.5)
+    )
+    operator.connect()
+    try:
+        operator.start_episode()
+        slow = twin.env.scene_state
+
+        def scene_state():
+            time.sleep(0.08)  # more than two 30 Hz ticks
+            return slow()
+
+        monkeypatch.setattr(twin.env, "scene_state", scene_state)
+        ticks = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            operator.get_action()
+            ticks.append(time.perf_counter() - t0)
+            time.sleep(1 / 30)
+        assert np.median(ticks) < 0.02, ticks
+
+        def silent():
+            time.sleep(10.0)  # the channel hangs
+            return slow()
+
+        monkeypatch.setattr(twin.env, "scene_state", silent)
+        deadline = time.monotonic() + 5.0
+        with pytest.raises(ConnectionError, match="sent no state for 0.5 s"):
+            while time.monotonic() < deadline:
+                operator.get_action()
+                time.sleep(1 / 30)
+    finally:
+        monkeypatch.undo()
+        operator.disconnect()
 
 
 def test_the_operator_needs_a_twin_to_read():
