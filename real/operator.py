@@ -43,17 +43,18 @@ logger = logging.getLogger(__name__)
 
 class _SceneWatcher:
     """The operator's eyes: a thread that asks the twin's scene channel for the scene's state
-    every ``period_s`` on its own socket and keeps the latest reply, so a tick reads what the
-    operator last saw instead of waiting for the twin (a person at a leader arm does not stop
-    moving to look). Each reply carries the time its request was sent."""
+    on its own socket whenever :meth:`look` asks for a fresh view, and keeps the latest reply,
+    so a tick reads what the operator last saw instead of waiting for the twin (a person at a
+    leader arm does not stop moving to look). One request per tick at most, as before; each
+    reply carries the time its request was sent."""
 
-    def __init__(self, context, address: str, timeout_s: float, period_s: float):
-        self._context, self._address = context, address
-        self._timeout_s, self._period_s = timeout_s, period_s
+    def __init__(self, context, address: str, timeout_s: float):
+        self._context, self._address, self._timeout_s = context, address, timeout_s
         self._guard = threading.Lock()
         self._latest: tuple[float, dict] | None = None
         self.error: Exception | None = None
         self._stop = threading.Event()
+        self._wanted = threading.Event()
         self._thread = threading.Thread(target=self._run, name="operator-eyes", daemon=True)
         self._thread.start()
 
@@ -62,12 +63,19 @@ class _SceneWatcher:
         with self._guard:
             return self._latest
 
+    def look(self) -> None:
+        """Asks for a fresh view (returns at once; a request in flight counts)."""
+        self._wanted.set()
+
     def _run(self) -> None:
         import zmq
 
         socket = None
         try:
             while not self._stop.is_set():
+                if not self._wanted.wait(0.1):
+                    continue
+                self._wanted.clear()
                 if socket is None:
                     socket = self._context.socket(zmq.REQ)
                     socket.setsockopt(zmq.LINGER, 0)
@@ -80,11 +88,11 @@ class _SceneWatcher:
                 except zmq.Again:
                     socket.close()  # a REQ socket that missed its reply cannot send again
                     socket = None
+                    self._wanted.set()  # look again
                     continue
                 if reply.get("ok"):
                     with self._guard:
                         self._latest = (asked, reply)
-                self._stop.wait(max(0.0, self._period_s - (time.monotonic() - asked)))
         except Exception as exc:  # noqa: BLE001 - kept for the tick to raise
             if not self._stop.is_set():
                 self.error = exc
@@ -237,6 +245,7 @@ class TwinOperator(_SoftwareTeleop):
         if self._eyes.error is not None:
             raise ConnectionError(f"the operator lost the twin's scene channel: {self._eyes.error}")
         latest = self._eyes.latest()
+        self._eyes.look()  # the next tick's view
         if latest is not None and latest[0] > self._seen_at:
             self._mirror.set_scene_state(latest[1]["state"])
             self._seen_at = latest[0]
@@ -264,9 +273,7 @@ class TwinOperator(_SoftwareTeleop):
         self._limits = expert_motion_limits()
         # A mirror of the twin's scene for the expert to plan on; never rendered.
         self._mirror = make_env(self.task, image_size=16, cameras=("front",)).unwrapped
-        self._eyes = _SceneWatcher(
-            self._context, self._address_str, self.config.timeout_s, self._mirror.control_dt
-        )
+        self._eyes = _SceneWatcher(self._context, self._address_str, self.config.timeout_s)
         self._connected = True
         self._lay_out_scene()
 
