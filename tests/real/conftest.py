@@ -8,6 +8,19 @@ import pytest
 from data.dataset import SOURCE, so101_features
 from data.keys import ACTION, OBS_STATE, TASK
 
+# Modules whose tests run lerobot's driver against a live twin in real time (a 30 Hz loop, the
+# bus's ~35 ms reply timeout): on a shared 2-core VM a stall of the machine (measured here:
+# twin replies missing for a second while nothing else ran) fails them now and then. Each gets
+# two more tries; a regression fails all three, and every rerun is reported (`R` in the
+# summary line, "rerun" in the report).
+LIVE_TWIN_MODULES = {"test_record.py", "test_operator.py", "test_run.py", "test_twin_lerobot.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in LIVE_TWIN_MODULES and item.path.parent.name == "real":
+            item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=2))
+
 
 def write_action_dataset(root, episodes: list[np.ndarray]) -> None:
     """A LeRobotDataset with state and action only, one episode per array [T, 6]."""
