@@ -338,16 +338,6 @@ def train_policy(out: Path, policy: str, args) -> dict:
 
 
 # ---------------------------------------------------------------------------- evaluation
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def eval_policy(
     out: Path, policy: str, family: str, domain: str, args, perturbation: str | None = None
 ) -> dict:
@@ -375,13 +365,11 @@ def eval_policy(
             record_failures=3,
         )
     )
-    k = int(round(report["success_rate"] * report["episodes"]))
-    lo, hi = wilson(k, report["episodes"])
     results[key] = {
         **want,
-        "successes": k,
-        "success_rate": k / report["episodes"],
-        "ci95": [round(lo, 3), round(hi, 3)],
+        "successes": report["successes"],
+        "success_rate": report["success_rate"],
+        "ci95": [round(report["ci_low"], 3), round(report["ci_high"], 3)],  # Wilson, 95 %
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(results, indent=2))

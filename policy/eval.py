@@ -125,12 +125,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     policy_path = checkpoint_path(cfg.policy)
     policy = load_policy(policy_path)  # loads fully once: bad weights fail here
     policy_cfg = policy.config
-    source = cfg.source or inference_source(policy, cfg.task.domain)
-    if source not in policy.normalizer.sources:
-        raise ValueError(
-            f"--source={source}: the policy has normalization statistics for "
-            f"{list(policy.normalizer.sources)} only; pass one of those or leave --source out"
-        )
+    source = inference_source(policy, cfg.task.domain, cfg.source)
     del policy
     missing = [c for c in policy_cfg.cameras if c not in cfg.task.cameras]
     if missing:

@@ -39,11 +39,22 @@ _failures_recorded = None  # shared counter: failure recordings the main process
 _record_failures = 0
 
 
-def inference_source(policy, domain: str) -> str:
-    """The normalization statistics a policy uses in a domain: the real data's in the real
-    domain when it was trained on some (as `armvla run` on an arm or the twin does), else the
-    sim data's."""
+def inference_source(policy, domain: str, requested: str | None = None) -> str:
+    """The normalization statistics a policy uses in a domain: ``requested`` when given (a
+    user's ``--source``), else the real data's in the real domain when it was trained on some
+    (as `armvla run` on an arm or the twin does), else the sim data's.
+
+    Raises:
+        ValueError: the policy has no statistics for ``requested``.
+    """
     sources = list(policy.normalizer.sources)
+    if requested is not None:
+        if requested not in sources:
+            raise ValueError(
+                f"--source={requested}: the policy has normalization statistics for {sources} "
+                "only; pass one of those or leave --source out"
+            )
+        return requested
     if domain == SOURCE_REAL and SOURCE_REAL in sources:
         return SOURCE_REAL
     return SOURCE_SIM if SOURCE_SIM in sources else sources[0]

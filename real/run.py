@@ -301,14 +301,12 @@ def _rounded(action) -> list[float]:
 def run(cfg: RunConfig) -> dict:
     """Runs the control loop until stopped; returns timing and safety statistics."""
     from policy.checkpoint import load_policy
+    from policy.rollout import inference_source
 
     policy = load_policy(cfg.policy)
     policy.eval()
     pcfg = policy.config
-    sources = list(policy.normalizer.sources)
-    source = cfg.source or (SOURCE_REAL if SOURCE_REAL in sources else SOURCE_SIM)
-    if source not in sources:
-        raise ValueError(f"--source={source}: the policy has statistics for {sources} only")
+    source = inference_source(policy, SOURCE_REAL, cfg.source)
     instruction = cfg.instruction or _ask_instruction()
     run_dir = cfg.out / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)

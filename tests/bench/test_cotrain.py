@@ -69,3 +69,42 @@ def test_cli_rejects_bad_weights_and_names_the_run(cotrain, capsys):
     assert cotrain.run_name(args, "mixed") == "mixed_w2"
     assert cotrain.run_name(args, "real_only") == "real_only"
     assert cotrain.parse_args([]).mixed_weights is None
+
+
+def test_an_eval_cell_keeps_the_reports_wilson_interval_and_is_cached(
+    cotrain, tmp_path, monkeypatch
+):
+    import policy.eval
+
+    ckpt = cotrain.checkpoint(tmp_path, "mixed")
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text('{"_extra": {"step": 10000}}')
+    calls = []
+
+    def fake_evaluate(cfg):
+        calls.append(cfg)
+        return {
+            "episodes": 50,
+            "successes": 30,
+            "success_rate": 0.6,
+            "ci_low": 0.4618,
+            "ci_high": 0.7239,
+        }
+
+    monkeypatch.setattr(policy.eval, "evaluate", fake_evaluate)
+    args = cotrain.parse_args(["--episodes=50"])
+    cell = cotrain.eval_policy(tmp_path, "mixed", "PickColorCube-v1", "real", args)
+    assert cell == {
+        "episodes": 50,
+        "seed": 3_000_000,
+        "steps": 10_000,
+        "successes": 30,
+        "success_rate": 0.6,
+        "ci95": [0.462, 0.724],
+    }
+    assert calls[0].task.domain == "real" and calls[0].seed == 3_000_000
+    assert cotrain.eval_policy(tmp_path, "mixed", "PickColorCube-v1", "real", args) == cell
+    assert len(calls) == 1  # the cached cell is not evaluated again
+    (ckpt / "config.json").write_text('{"_extra": {"step": 20000}}')
+    cotrain.eval_policy(tmp_path, "mixed", "PickColorCube-v1", "real", args)
+    assert len(calls) == 2  # trained further: a new cell beside the old one

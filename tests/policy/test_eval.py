@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,6 +17,7 @@ from policy.cli import main
 from policy.config import preset
 from policy.eval import EvalConfig, check_heldout, evaluate, wilson_interval
 from policy.eval_report import build_report, write_recording
+from policy.rollout import inference_source
 from sim.envs.pick_color_cube import COLORS
 from sim.generate import GENERATE_META, TaskConfig
 
@@ -301,6 +303,27 @@ def test_bad_input_is_one_clear_line(checkpoint, tmp_path, capsys, args, message
     assert err.startswith("armvla eval: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()  # nothing written before the inputs are checked
+
+
+@pytest.mark.parametrize(
+    ("sources", "domain", "requested", "chosen"),
+    [
+        (("sim", "real"), "real", None, "real"),  # the twin / an arm: the real data's stats
+        (("sim", "real"), "sim", None, "sim"),
+        (("sim",), "real", None, "sim"),  # a sim-only policy on the arm
+        (("real",), "sim", None, "real"),
+        (("sim", "real"), "real", "sim", "sim"),  # --source wins
+    ],
+)
+def test_the_inference_source_eval_and_run_share(sources, domain, requested, chosen):
+    policy = SimpleNamespace(normalizer=SimpleNamespace(sources=sources))
+    assert inference_source(policy, domain, requested) == chosen
+
+
+def test_a_source_without_statistics_is_refused():
+    policy = SimpleNamespace(normalizer=SimpleNamespace(sources=("sim",)))
+    with pytest.raises(ValueError, match=r"--source=real: .*\['sim'\] only; pass one of those"):
+        inference_source(policy, "real", "real")
 
 
 def test_seeds_past_the_dataset_are_accepted(tmp_path):
